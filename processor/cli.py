@@ -1,0 +1,85 @@
+"""``processor``: run the service, the demo, or a sample producer.
+
+Settings are parsed only by ``processor.config``; this module only maps flags onto it and
+turns deliberate errors into one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from processor.config import Settings, add_setting_flags, flag_overrides, load_settings
+from processor.errors import ProcessorError
+from processor.logs import setup_logging
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="processor", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="consume, reproject and publish until SIGTERM")
+    run.add_argument("--config", type=Path, help="TOML file of settings (lowest priority)")
+    add_setting_flags(run)
+
+    demo = commands.add_parser("demo", help="everything on an embedded broker, then a summary")
+    demo.add_argument("--records", type=int, default=5000, help="readings to publish")
+    demo.add_argument("--partitions", type=int, default=4)
+    demo.add_argument("--output-dir", type=Path, default=Path("demo-output"))
+
+    sample = commands.add_parser("sample", help="publish synthetic readings to the input topic")
+    sample.add_argument("--rate", type=float, default=100.0, help="readings per second")
+    sample.add_argument("--sensors", type=int, default=200)
+    sample.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
+    sample.add_argument("--invalid-ratio", type=float, default=0.01)
+    sample.add_argument("--config", type=Path, help="TOML file of settings (lowest priority)")
+    add_setting_flags(sample)
+    return parser
+
+
+def _install_signals(stop: object) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)  # type: ignore[arg-type]
+
+
+async def _run(settings: Settings) -> int:
+    from processor.service import serve
+
+    return await serve(settings, _install_signals)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from processor.demo import run_demo
+
+            setup_logging("INFO", "text")
+            return asyncio.run(run_demo(args.records, args.partitions, args.output_dir))
+        settings = load_settings(flag_overrides(args), args.config)
+        setup_logging(settings.log_level, settings.log_format)
+        if args.command == "sample":
+            from processor.sample import publish_samples
+
+            return asyncio.run(
+                publish_samples(
+                    settings, args.rate, args.sensors, args.count, args.invalid_ratio,
+                    _install_signals,
+                )
+            )
+        return asyncio.run(_run(settings))
+    except ProcessorError as exc:
+        print(f"processor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""aiokafka client construction from settings: connection, security and tuning in one place."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from processor.config import Settings
+
+#: Upper bound of one fetch response, whatever the budget: prefetch must not defeat the bound.
+MAX_FETCH_BYTES = 32 * 1024 * 1024
+
+
+def security_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments shared by every aiokafka client: protocol, TLS context, SASL."""
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
+        )
+        if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+            context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile))
+        options["ssl_context"] = context
+    if settings.security_protocol.startswith("SASL_"):
+        assert settings.sasl_password is not None  # guaranteed by Settings validation
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return options
+
+
+def fetch_bytes(settings: Settings, budget_bytes: int) -> tuple[int, int]:
+    """(fetch_max_bytes, max_partition_fetch_bytes) derived from the memory budget.
+
+    A fetch response is held by the client until we take it, so it counts against the
+    budget: one response may use at most 1/16 of it, and one partition a quarter of that.
+    """
+    total = max(256 * 1024, min(MAX_FETCH_BYTES, budget_bytes // 16))
+    per_partition = max(64 * 1024, min(settings.max_payload_bytes + 1024, total // 4))
+    return total, max(per_partition, 64 * 1024)
+
+
+def make_consumer(settings: Settings, budget_bytes: int) -> Any:
+    """A consumer that never auto-commits: offsets are committed only for finished work."""
+    fetch_max, partition_max = fetch_bytes(settings, budget_bytes)
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        group_id=settings.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=settings.auto_offset_reset,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        request_timeout_ms=settings.request_timeout_ms,
+        fetch_max_bytes=fetch_max,
+        max_partition_fetch_bytes=partition_max,
+        **security_options(settings),
+    )
+
+
+def make_producer(settings: Settings) -> Any:
+    acks: int | str = settings.acks if settings.acks == "all" else int(settings.acks)
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        acks=acks,
+        enable_idempotence=settings.enable_idempotence,
+        compression_type=None if settings.compression_type == "none" else settings.compression_type,
+        linger_ms=settings.linger_ms,
+        max_batch_size=settings.max_batch_bytes,
+        max_request_size=max(settings.max_batch_bytes, settings.max_payload_bytes * 2),
+        request_timeout_ms=settings.request_timeout_ms,
+        **security_options(settings),
+    )

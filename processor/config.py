@@ -1,0 +1,211 @@
+"""Every setting of the processor, parsed and validated in this one place.
+
+Sources, highest priority first: command-line flags, ``PROCESSOR_*`` environment variables,
+a TOML file (``--config`` / ``PROCESSOR_CONFIG_FILE``), defaults. A bad value becomes a
+``ConfigError`` whose one-line message names the environment variable and the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processor.errors import ConfigError
+
+ENV_PREFIX = "PROCESSOR_"
+MIN_MEMORY_HYSTERESIS = 0.08
+
+
+class Settings(BaseSettings):
+    """Typed, frozen settings; the field descriptions are the documentation."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", validate_default=True
+    )
+
+    # Kafka
+    bootstrap_servers: str = Field("localhost:9092", description="Kafka bootstrap servers")
+    input_topic: str = Field("sensor.readings", description="Topic of raw readings")
+    output_topic: str = Field("sensor.points", description="Topic of reprojected points")
+    dlq_topic: str = Field("sensor.readings.dlq", description="Topic of dead letters")
+    group_id: str = Field("geo-stream-processor", description="Consumer group id")
+    client_id: str = Field("geo-stream-processor", description="Kafka client id")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a group without committed offsets starts"
+    )
+    session_timeout_ms: int = Field(45_000, ge=1_000, description="Group session timeout")
+    heartbeat_interval_ms: int = Field(3_000, ge=100, description="Group heartbeat interval")
+    max_poll_interval_ms: int = Field(300_000, ge=1_000, description="Max time between polls")
+    enable_idempotence: bool = Field(True, description="Idempotent producer (needs broker support)")
+    acks: Literal["all", "1", "0"] = Field("all", description="Producer acks")
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="Producer compression"
+    )
+    linger_ms: int = Field(5, ge=0, description="Producer linger before sending a batch")
+    max_batch_bytes: int = Field(
+        1_048_576, ge=1_024, description="Producer batch size per partition (bytes)"
+    )
+    request_timeout_ms: int = Field(40_000, ge=1_000, description="Broker request timeout")
+
+    # Kafka security
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (SASL_* protocols)"
+    )
+    sasl_username: str | None = Field(None, description="SASL username")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for TLS")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS")
+    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS")
+
+    # Spatial
+    target_crs: str = Field("EPSG:3857", description="CRS of output x/y")
+    max_payload_bytes: int = Field(
+        1_048_576, ge=64, description="Larger input records are dead-lettered (too_large)"
+    )
+
+    # Flow control
+    buffer_max_records: int = Field(
+        10_000, ge=10, description="Records held in memory between fetch and broker ack"
+    )
+    buffer_high: float = Field(0.8, gt=0, le=1, description="Pause above this buffer fill")
+    buffer_low: float = Field(0.3, ge=0, lt=1, description="Resume below this buffer fill")
+    batch_max_records: int = Field(2_000, ge=1, description="Records per spatial batch")
+    stage_delay_ms: float = Field(
+        0.0, ge=0, description="Artificial delay per batch: simulates a slow stage (tests, demo)"
+    )
+    memory_limit_mb: int | None = Field(
+        None, ge=16, description="Memory budget (default: cgroup limit, else 1/4 of RAM)"
+    )
+    memory_high: float = Field(0.85, gt=0, le=1, description="Pause all above this budget share")
+    memory_hysteresis: float = Field(
+        0.10, lt=1, description=f"Resume at memory_high minus this (>= {MIN_MEMORY_HYSTERESIS})"
+    )
+    memory_sample_interval_s: float = Field(0.25, gt=0, description="Memory sampling period")
+    spill_dir: Path = Field(Path("spill"), description="Directory of spill segments")
+    spill_max_bytes: int = Field(
+        1_073_741_824, ge=0, description="Spill size bound (0 disables spilling)"
+    )
+    spill_min_free_mb: int = Field(200, ge=0, description="Keep this much disk free")
+
+    # Lifecycle and observability
+    commit_interval_s: float = Field(1.0, gt=0, description="Period of offset commits")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="Drain deadline on SIGTERM")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 disables)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level"
+    )
+    log_format: Literal["json", "text"] = Field("json", description="Log line format")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.buffer_low >= self.buffer_high:
+            raise ValueError("buffer_low: must be below buffer_high")
+        if self.memory_hysteresis < MIN_MEMORY_HYSTERESIS:
+            raise ValueError(
+                f"memory_hysteresis: must be at least {MIN_MEMORY_HYSTERESIS} to avoid flapping"
+            )
+        if self.memory_hysteresis >= self.memory_high:
+            raise ValueError("memory_hysteresis: must be below memory_high")
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms: must be at most a third of session_timeout_ms")
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and (self.sasl_mechanism is None or not self.sasl_username or not self.sasl_password):
+            raise ValueError(
+                "sasl_mechanism: SASL protocols need sasl_mechanism, sasl_username "
+                "and sasl_password"
+            )
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(
+                f"sasl_mechanism: set, but security_protocol is {self.security_protocol}"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_keyfile: ssl_certfile and ssl_keyfile go together")
+        uses_tls = self.security_protocol in ("SSL", "SASL_SSL")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not uses_tls:
+                raise ValueError(f"{name}: set, but security_protocol is {self.security_protocol}")
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
+    @property
+    def memory_resume(self) -> float:
+        """Budget share below which memory pauses are lifted."""
+        return self.memory_high - self.memory_hysteresis
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    message = str(first["msg"])
+    field = loc[0] if loc else ""
+    if not field and ": " in message:  # model-level check: "Value error, field: why"
+        field, message = message.removeprefix("Value error, ").split(": ", 1)
+    if field in Settings.model_fields:
+        return f"invalid setting {env_name(field)} ({flag_name(field)}): {message}"
+    return f"invalid setting {field or '?'}: {message}"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"invalid setting {ENV_PREFIX}CONFIG_FILE (--config): {exc}") from None
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build settings from flags (``overrides``), env and an optional TOML file."""
+    env_file = os.environ.get(ENV_PREFIX + "CONFIG_FILE")
+    path = config_file or (Path(env_file) if env_file else None)
+    values: dict[str, Any] = {}
+    if path is not None:
+        from_file = _read_file(path)
+        # Environment beats the file: drop file keys that the environment sets.
+        values = {k: v for k, v in from_file.items() if env_name(k) not in os.environ}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per setting, all strings: pydantic does the parsing and the checking."""
+    group = parser.add_argument_group("settings (each also as a PROCESSOR_* env var)")
+    for name, field in Settings.model_fields.items():
+        group.add_argument(
+            flag_name(name),
+            dest=f"setting_{name}",
+            metavar=name.upper(),
+            help=f"{field.description} [env {env_name(name)}, default {field.default}]",
+        )
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        name: getattr(args, f"setting_{name}")
+        for name in Settings.model_fields
+        if getattr(args, f"setting_{name}", None) is not None
+    }

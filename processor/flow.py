@@ -1,0 +1,123 @@
+"""Flow control decisions: which partitions to pause, why, and where fetched records go.
+
+Pure logic. It is fed a snapshot (buffer depth, per-partition holdings, memory, spill state)
+and answers the reasons each assigned partition should be paused for; the consumer loop
+applies the difference with what is paused now. Every signal has hysteresis: a pause starts
+at a high mark and ends only at a lower one, so a noisy signal cannot make it flap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+P = TypeVar("P", bound=Hashable)
+
+
+class PauseReason(StrEnum):
+    BUFFER = "buffer"  # the whole buffer is above its high watermark
+    PARTITION_SHARE = "partition_share"  # this partition holds more than its share
+    MEMORY = "memory"  # process memory above its threshold
+    SPILL_REPLAY = "spill_replay"  # records of this partition wait on disk; order first
+    SPILL_FULL = "spill_full"  # records were handed back to Kafka: the spill had no room
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    buffer_max: int
+    buffer_high: float = 0.8
+    buffer_low: float = 0.3
+    memory_high: float = 0.85
+    memory_resume: float = 0.75
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSnapshot(Generic[P]):
+    assigned: frozenset[P]
+    buffered: int
+    held: Mapping[P, int]
+    memory_used: int
+    memory_budget: int
+    spilled: frozenset[P] = frozenset()
+
+
+@dataclass(slots=True)
+class FlowController(Generic[P]):
+    limits: FlowLimits
+    _buffer_paused: bool = False
+    _memory_paused: bool = False
+    _share_paused: set[P] = field(default_factory=set)
+    _handed_back: set[P] = field(default_factory=set)
+
+    def share(self, assigned: int) -> float:
+        """Records one partition may hold before it is paused on its own."""
+        return self.limits.buffer_max / max(1, assigned)
+
+    def decide(self, snapshot: FlowSnapshot[P]) -> dict[P, frozenset[PauseReason]]:
+        """Pause reasons per assigned partition (empty set: should be fetching)."""
+        limits = self.limits
+        fill = snapshot.buffered / limits.buffer_max
+        if fill >= limits.buffer_high:
+            self._buffer_paused = True
+        elif fill <= limits.buffer_low:
+            self._buffer_paused = False
+            self._handed_back.clear()
+        if snapshot.memory_budget > 0:
+            used = snapshot.memory_used / snapshot.memory_budget
+            if used >= limits.memory_high:
+                self._memory_paused = True
+            elif used <= limits.memory_resume:
+                self._memory_paused = False
+        share = self.share(len(snapshot.assigned))
+        ratio = limits.buffer_low / limits.buffer_high
+        self._share_paused &= snapshot.assigned
+        self._handed_back &= snapshot.assigned
+        decisions: dict[P, frozenset[PauseReason]] = {}
+        for tp in snapshot.assigned:
+            held = snapshot.held.get(tp, 0)
+            if held >= share:
+                self._share_paused.add(tp)
+            elif held <= share * ratio:
+                self._share_paused.discard(tp)
+            decisions[tp] = frozenset(self._reasons(tp, snapshot.spilled))
+        return decisions
+
+    def _reasons(self, tp: P, spilled: frozenset[P]) -> Iterable[PauseReason]:
+        if self._buffer_paused:
+            yield PauseReason.BUFFER
+        if self._memory_paused:
+            yield PauseReason.MEMORY
+        if tp in self._share_paused:
+            yield PauseReason.PARTITION_SHARE
+        if tp in spilled:
+            yield PauseReason.SPILL_REPLAY
+        if tp in self._handed_back:
+            yield PauseReason.SPILL_FULL
+
+    def memory_room(self, tp: P, snapshot: FlowSnapshot[P]) -> int:
+        """How many records of a run fetched for ``tp`` may be held in memory now.
+
+        A partition with records on disk sends everything behind them to disk, so order is
+        kept; under memory pressure nothing new is held in memory.
+        """
+        if tp in snapshot.spilled or self._memory_paused:
+            return 0
+        return max(0, self.limits.buffer_max - snapshot.buffered)
+
+    def handed_back(self, tp: P) -> None:
+        """Records of ``tp`` went back to Kafka: keep it paused until the buffer drains."""
+        self._handed_back.add(tp)
+
+    def replay_room(self, snapshot: FlowSnapshot[P]) -> int:
+        """How many spilled records may come back into memory now (0 while under pressure)."""
+        if self._memory_paused or self._buffer_paused:
+            return 0
+        return max(0, int(self.limits.buffer_max * self.limits.buffer_high) - snapshot.buffered)
+
+    def forget(self, partitions: Iterable[P]) -> None:
+        """Drop state of partitions that were revoked."""
+        for tp in partitions:
+            self._share_paused.discard(tp)
+            self._handed_back.discard(tp)

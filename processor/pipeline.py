@@ -1,0 +1,449 @@
+"""The asyncio wiring of one processor: fetch, admit, process, publish, acknowledge, commit.
+
+::
+
+    input topic ─getmany─▶ fetch loop ─admit─▶ RecordBuffer ─take─▶ process loop
+         ▲                   │    ▲                                  │ SpatialStage (batch)
+         │ pause/resume      │    │ replay                           ▼
+         └── FlowController ◀┘    └── SpillStore ◀── overflow     Publisher ─▶ output / DLQ
+                                                                     │ broker ack
+    commit loop ◀── OffsetTracker (lowest unfinished offset) ◀───────┘
+
+A record is finished only when the broker acknowledged its point or dead letter; commits
+never pass an unfinished offset. Overflow that neither memory nor spill can take is handed
+back to Kafka by seeking to it, so nothing fetched is ever dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+)
+
+from processor.buffer import Chunk, RecordBuffer
+from processor.clients import make_consumer, make_producer
+from processor.codec import RecordLike
+from processor.config import Settings
+from processor.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    DeliveryFailedError,
+    SpillError,
+)
+from processor.flow import FlowController, FlowLimits, FlowSnapshot, PauseReason
+from processor.memory import MemoryProbe, find_cgroup
+from processor.offsets import OffsetTracker
+from processor.publisher import Publisher
+from processor.spatial import Reprojector
+from processor.spill import SpillStore
+from processor.stage import SpatialStage, StageResult
+from processor.stats import Stats
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+_FETCH_TIMEOUT_MS = 100
+
+
+def _where(tp: TopicPartition, **extra: Any) -> dict[str, Any]:
+    return {"topic": tp.topic, "partition": tp.partition, **extra}
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, processor: Processor) -> None:
+        self._processor = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._processor.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._processor.on_assigned(assigned)
+
+
+class Processor:
+    """One consumer-group member. ``await run()`` until ``stop()``; returns an exit code."""
+
+    def __init__(self, settings: Settings, memory: MemoryProbe | None = None) -> None:
+        self.settings = settings
+        self.stats = Stats(buffer_max=settings.buffer_max_records)
+        self.stage = SpatialStage(Reprojector(settings.target_crs), settings.max_payload_bytes)
+        self.memory = memory or MemoryProbe(settings.memory_limit_mb, find_cgroup())
+        self.stats.memory_budget = self.memory.budget
+        self.flow: FlowController[TopicPartition] = FlowController(
+            FlowLimits(
+                buffer_max=settings.buffer_max_records,
+                buffer_high=settings.buffer_high,
+                buffer_low=settings.buffer_low,
+                memory_high=settings.memory_high,
+                memory_resume=settings.memory_resume,
+            )
+        )
+        self.spill = SpillStore(
+            settings.spill_dir, settings.spill_max_bytes, settings.spill_min_free_mb * MIB
+        )
+        self.buffer: RecordBuffer[TopicPartition] = RecordBuffer()
+        self._trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._applied: dict[TopicPartition, frozenset[PauseReason]] = {}
+        self._acks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._failure: Exception | None = None
+        self._consumer: Any = None
+        self._publisher: Publisher | None = None
+        self._producer: Any = None
+        self.connected = False
+        self.running = False
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful drain (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._producer = make_producer(settings)
+        self._consumer = make_consumer(settings, self.memory.budget)
+        try:
+            await self._producer.start()
+            await self._consumer.start()
+        except KafkaConnectionError:
+            await self._close_clients()
+            raise BrokerUnavailableError(
+                "cannot reach PROCESSOR_BOOTSTRAP_SERVERS (--bootstrap-servers) "
+                f"{settings.bootstrap_servers!r}"
+            ) from None
+        self._publisher = Publisher(self._producer)
+        for name in ("output_topic", "dlq_topic"):
+            topic = getattr(settings, name)
+            try:
+                await asyncio.wait_for(self._publisher.partitions(topic), timeout=15)
+            except (TimeoutError, KafkaError, TypeError):
+                await self._close_clients()
+                raise ConfigError(
+                    f"invalid setting PROCESSOR_{name.upper()} (--{name.replace('_', '-')}): "
+                    f"topic {topic!r} does not exist or is not reachable"
+                ) from None
+        self._consumer.subscribe([settings.input_topic], listener=_Rebalance(self))
+        self.connected = True
+
+    async def run(self) -> int:
+        """Process until stopped; 0 after a clean drain, 1 after a delivery failure."""
+        if self._consumer is None:
+            await self.start()
+        self.running = True
+        tasks = [
+            asyncio.create_task(self._fetch_loop(), name="fetch"),
+            asyncio.create_task(self._commit_loop(), name="commit"),
+            asyncio.create_task(self._memory_loop(), name="memory"),
+        ]
+        processing = asyncio.create_task(self._process_loop(), name="process")
+        for task in (*tasks, processing):
+            task.add_done_callback(self._check_task)
+        await self._stopping.wait()
+        log.info("stopping: draining in-flight records")
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        await asyncio.wait({tasks[0]}, timeout=self._left(deadline))
+        await self._cancel(tasks[0])
+        self.buffer.close()
+        await asyncio.wait({processing}, timeout=self._left(deadline))
+        await self._cancel(processing)
+        if self._acks:
+            await asyncio.wait(set(self._acks), timeout=self._left(deadline))
+        for task in tasks[1:]:
+            await self._cancel(task)
+        await self._commit()
+        await self._close_clients()
+        self.running = False
+        if self._failure is not None:
+            log.error("stopped after a failure: %s", self._failure)
+            return 1
+        log.info("stopped cleanly", extra={"published": self.stats.published})
+        return 0
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return max(0.01, deadline - time.monotonic())
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task[Any]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # failures already logged
+            await task
+
+    async def _close_clients(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+
+    def _check_task(self, task: asyncio.Task[Any]) -> None:
+        """A loop that dies of a bug must stop the processor, not leave it silently wedged."""
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            log.error("%s loop crashed", task.get_name(), exc_info=error)
+            self._fail(error)  # type: ignore[arg-type]
+
+    def _fail(self, error: Exception) -> None:
+        if self._failure is None:
+            self._failure = error
+            log.error("fatal: %s", error)
+        self.stop()
+
+    # rebalance -------------------------------------------------------------------------
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in sorted(assigned):
+            committed = await self._consumer.committed(tp)
+            tracker = OffsetTracker(committed if committed is not None else -1)
+            self._committed[tp] = committed if committed is not None else -1
+            resume_at = await asyncio.to_thread(
+                self.spill.recover, tp.topic, tp.partition, committed
+            )
+            if resume_at is not None and committed is not None:
+                tracker.track(committed, resume_at)
+                self._consumer.seek(tp, resume_at)
+                log.info("replaying leftover spill", extra=_where(tp, offset=committed))
+            self._trackers[tp] = tracker
+            self._applied.pop(tp, None)
+        self.stats.assigned = len(self._trackers)
+        log.info("partitions assigned", extra={"partitions": _names(assigned)})
+        self._apply_flow()
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        revoked = {tp for tp in revoked if tp in self._trackers}
+        for tp in revoked:
+            self.buffer.drop(tp)
+            await asyncio.to_thread(self.spill.discard, tp.topic, tp.partition)
+        pending = {task for task in self._acks if not task.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
+        await self._commit(revoked)
+        for tp in revoked:
+            del self._trackers[tp]
+            self._committed.pop(tp, None)
+            self._applied.pop(tp, None)
+        self.flow.forget(revoked)
+        self.stats.assigned = len(self._trackers)
+        log.info("partitions revoked", extra={"partitions": _names(revoked)})
+
+    # fetching and flow control ---------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        limit = self.settings.batch_max_records
+        while not self._stopping.is_set():
+            self.stats.last_loop = time.monotonic()
+            self._apply_flow()
+            await self._replay()
+            fetched = await self._consumer.getmany(
+                timeout_ms=_FETCH_TIMEOUT_MS, max_records=limit
+            )
+            for tp, records in fetched.items():
+                await self._admit(tp, records)
+            self._apply_flow()
+
+    def _snapshot(self) -> FlowSnapshot[TopicPartition]:
+        spilled = {TopicPartition(t, p) for t, p in self.spill.partitions()}
+        return FlowSnapshot(
+            assigned=frozenset(self._trackers),
+            buffered=self.buffer.buffered,
+            held=self.buffer.held(),
+            memory_used=self.stats.memory_used,
+            memory_budget=self.memory.budget,
+            spilled=frozenset(spilled),
+        )
+
+    def _apply_flow(self) -> None:
+        desired = self.flow.decide(self._snapshot())
+        for tp, reasons in desired.items():
+            current = self._applied.get(tp, frozenset())
+            if reasons == current:
+                continue
+            if reasons and not current:
+                self._consumer.pause(tp)
+            elif current and not reasons:
+                self._consumer.resume(tp)
+            for reason in reasons - current:
+                self.stats.pauses[reason] += 1
+                log.info("pause", extra=_where(tp, reason=reason.value))
+            for reason in current - reasons:
+                self.stats.resumes[reason] += 1
+                log.info("resume", extra=_where(tp, reason=reason.value))
+            self._applied[tp] = reasons
+        self.stats.paused_by_reason.clear()
+        for reasons in self._applied.values():
+            self.stats.paused_by_reason.update(reasons)
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        stats = self.stats
+        stats.buffered = self.buffer.buffered
+        stats.peak_buffered = max(stats.peak_buffered, stats.buffered)
+        stats.spill_records = self.spill.records
+        stats.spill_bytes = self.spill.bytes
+
+    async def _admit(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        """Split a fetched run, in offset order: memory, then spill, then back to Kafka."""
+        tracker = self._trackers.get(tp)
+        if tracker is None or not records:
+            return  # revoked while fetched: the new owner reads them again
+        in_memory = min(len(records), self.flow.memory_room(tp, self._snapshot()))
+        to_spill = self.spill.fitting(records[in_memory:]) if in_memory < len(records) else 0
+        kept = in_memory + to_spill
+        end = records[kept].offset if kept < len(records) else records[-1].offset + 1
+        if kept:
+            tracker.track(records[0].offset, end)
+            self.stats.consumed += kept
+        if in_memory:
+            cut = records[in_memory].offset if in_memory < len(records) else end
+            self.buffer.put(Chunk(tp, records[:in_memory], records[0].offset, cut, tracker))
+        if to_spill:
+            await self._spill(tp, records[in_memory:kept], tracker)
+        if kept < len(records):
+            self.flow.handed_back(tp)
+            self._consumer.seek(tp, end)
+            self.stats.handed_back += len(records) - kept
+            log.info(
+                "handed back to kafka",
+                extra=_where(tp, offset=end, records=len(records) - kept),
+            )
+        self._update_gauges()
+
+    async def _spill(
+        self, tp: TopicPartition, records: Sequence[RecordLike], tracker: OffsetTracker
+    ) -> None:
+        await asyncio.to_thread(self.spill.append, records)
+        if self._trackers.get(tp) is not tracker:  # revoked during the write
+            await asyncio.to_thread(self.spill.discard, tp.topic, tp.partition)
+            return
+        self.stats.spilled += len(records)
+        log.info("spilled", extra=_where(tp, offset=records[0].offset, records=len(records)))
+
+    async def _replay(self) -> None:
+        for topic, partition in sorted(self.spill.partitions()):
+            tp = TopicPartition(topic, partition)
+            tracker = self._trackers.get(tp)
+            room = min(self.flow.replay_room(self._snapshot()), self.settings.batch_max_records)
+            if tracker is None or room <= 0:
+                continue
+            try:
+                pieces = await asyncio.to_thread(self.spill.read, topic, partition, room)
+            except SpillError as exc:
+                log.error("spill unreadable, re-reading from kafka: %s", exc, extra=_where(tp))
+                await self._restart_partition(tp)
+                continue
+            if self._trackers.get(tp) is not tracker:
+                continue
+            for piece in pieces:
+                self.buffer.put(Chunk(tp, piece.records, piece.first, piece.end, tracker))
+                self.stats.replayed += len(piece.records)
+            self._update_gauges()
+
+    async def _restart_partition(self, tp: TopicPartition) -> None:
+        """Forget everything held for ``tp`` and fetch again from its commit point."""
+        old = self._trackers[tp]
+        self.buffer.drop(tp)
+        await asyncio.to_thread(self.spill.discard, tp.topic, tp.partition)
+        start = old.commit_point()
+        self._trackers[tp] = OffsetTracker(start)
+        if start >= 0:
+            self._consumer.seek(tp, start)
+
+    # processing ------------------------------------------------------------------------
+
+    async def _process_loop(self) -> None:
+        assert self._publisher is not None
+        delay = self.settings.stage_delay_ms / 1000
+        while True:
+            chunks = await self.buffer.take(self.settings.batch_max_records)
+            if not chunks:
+                return
+            started = time.perf_counter()
+            if delay:
+                await asyncio.sleep(delay)
+            records = [record for chunk in chunks for record in chunk.records]
+            result = self.stage.process(records)
+            try:
+                futures = await self._publisher.publish(self.settings.output_topic, result.points)
+                futures += await self._publisher.publish(
+                    self.settings.dlq_topic, result.dead_letters
+                )
+            except KafkaError as exc:
+                self._fail(DeliveryFailedError(f"cannot produce: {exc!r}"))
+                return
+            task = asyncio.create_task(self._acknowledged(chunks, futures, result, started))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+    async def _acknowledged(
+        self,
+        chunks: list[Chunk[TopicPartition]],
+        futures: list[asyncio.Future[Any]],
+        result: StageResult,
+        started: float,
+    ) -> None:
+        try:
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            self._fail(DeliveryFailedError(f"broker did not acknowledge a batch: {exc!r}"))
+            return
+        for chunk in chunks:
+            chunk.tracker.finish(chunk.first, chunk.end)
+            self.buffer.release(chunk)
+        stats = self.stats
+        stats.published += len(result.points)
+        stats.dead_lettered.update(result.codes)
+        stats.batches += 1
+        stats.batch_seconds_total += time.perf_counter() - started
+        self._update_gauges()
+
+    # commits and memory ----------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.commit_interval_s)
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for tp, tracker in self._trackers.items():
+            if only is not None and tp not in only:
+                continue
+            point = tracker.commit_point()
+            if point > self._committed.get(tp, -1):
+                offsets[tp] = point
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            log.warning("commit failed; will retry: %r", exc)
+            return
+        self._committed.update(offsets)
+        self.stats.commits += 1
+        for tp, offset in offsets.items():
+            self.stats.committed_offsets[(tp.topic, tp.partition)] = offset
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                self.stats.end_offsets[(tp.topic, tp.partition)] = highwater
+
+    async def _memory_loop(self) -> None:
+        while True:
+            used = await asyncio.to_thread(self.memory.used)
+            self.stats.memory_used = used
+            self.stats.peak_memory = max(self.stats.peak_memory, used)
+            await asyncio.sleep(self.settings.memory_sample_interval_s)
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)]
