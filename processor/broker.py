@@ -19,11 +19,15 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from processor.errors import BrokerUnavailableError
 
 #: Group timings that make this broker's joins take ~3 s instead of ~20 s.
-FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+FAST_GROUP: dict[str, Any] = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 
 def tansu_binary() -> Path:
@@ -60,24 +64,31 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        log = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL
+        log = self._log_path.open("ab") if self._log_path else None
         self._process = subprocess.Popen(
             [
-                str(tansu_binary()), "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
             ],
-            stdout=log,
-            stderr=log,
+            stdout=log or subprocess.DEVNULL,
+            stderr=log or subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
+        if log is not None:
+            log.close()  # the child has its own descriptor
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise BrokerUnavailableError(f"embedded broker exited ({self._process.returncode})")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return self
             time.sleep(0.02)
@@ -103,13 +114,8 @@ class EmbeddedBroker:
         self.stop()
 
 
-async def create_topics(
-    bootstrap_servers: str, topics: Iterable[str], partitions: int
-) -> None:
+async def create_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> None:
     """Create topics (existing ones are left alone)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:

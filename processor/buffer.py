@@ -77,9 +77,10 @@ class RecordBuffer(Generic[P]):
         taken: list[Chunk[P]] = []
         budget = limit
         while budget > 0 and self._queued:
-            for tp, queue in list(self._queues.items()):
-                if not queue or budget <= 0:
-                    continue
+            for tp in list(self._queues):
+                if budget <= 0:
+                    break
+                queue = self._queues.pop(tp)  # served partitions go to the back of the line
                 chunk = queue.popleft()
                 if len(chunk.records) > budget:
                     chunk, rest = chunk.split(budget)
@@ -87,8 +88,8 @@ class RecordBuffer(Generic[P]):
                 taken.append(chunk)
                 budget -= len(chunk.records)
                 self._queued -= len(chunk.records)
-                if not queue:
-                    del self._queues[tp]
+                if queue:
+                    self._queues[tp] = queue
         return taken
 
     def release(self, chunk: Chunk[P]) -> None:

@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from processor.config import Settings, add_setting_flags, flag_overrides, load_settings
+from processor.demo import run_demo
 from processor.errors import ProcessorError
 from processor.logs import setup_logging
+from processor.sample import publish_samples
+from processor.service import serve
 
 EXIT_CONFIG = 2
 
@@ -49,8 +52,6 @@ def _install_signals(stop: object) -> None:
 
 
 async def _run(settings: Settings) -> int:
-    from processor.service import serve
-
     return await serve(settings, _install_signals)
 
 
@@ -58,19 +59,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from processor.demo import run_demo
-
-            setup_logging("INFO", "text")
+            setup_logging("WARNING", "text")
+            args.output_dir.mkdir(parents=True, exist_ok=True)
             return asyncio.run(run_demo(args.records, args.partitions, args.output_dir))
         settings = load_settings(flag_overrides(args), args.config)
         setup_logging(settings.log_level, settings.log_format)
         if args.command == "sample":
-            from processor.sample import publish_samples
-
             return asyncio.run(
                 publish_samples(
-                    settings, args.rate, args.sensors, args.count, args.invalid_ratio,
+                    settings,
                     _install_signals,
+                    rate=args.rate,
+                    sensors=args.sensors,
+                    count=args.count,
+                    invalid_ratio=args.invalid_ratio,
                 )
             )
         return asyncio.run(_run(settings))

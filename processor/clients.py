@@ -24,10 +24,10 @@ def security_options(settings: Settings) -> dict[str, Any]:
             context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile))
         options["ssl_context"] = context
     if settings.security_protocol.startswith("SASL_"):
-        assert settings.sasl_password is not None  # guaranteed by Settings validation
+        password = settings.sasl_password
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
     return options
 
 

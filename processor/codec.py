@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 SENSOR_ID_MAX = 128
+TOO_LARGE_KEPT_BYTES = 4096
 Headers = list[tuple[str, bytes]]
 
 
@@ -80,9 +81,7 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-def decode_batch(
-    values: list[bytes | None], max_bytes: int
-) -> tuple[Columns, list[Rejection]]:
+def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, list[Rejection]]:
     """Decode and type-check a batch; timestamps are normalised to UTC in the documents."""
     columns = Columns()
     rejections: list[Rejection] = []
@@ -196,12 +195,23 @@ def encode_point(
 
 
 def encode_dead_letter(record: RecordLike, code: DeadLetterCode, message: str) -> bytes:
-    """The dead-letter contract: the reason, where it came from, and the untouched payload."""
+    """The dead-letter contract: the reason, where it came from, and the untouched payload.
+
+    Only a ``too_large`` payload is cut to its first ``TOO_LARGE_KEPT_BYTES`` (flagged with
+    ``payload_truncated``): carrying it whole could exceed the broker's message size.
+    """
     letter: dict[str, Any] = {
         "error": {"code": code.value, "message": message},
         "source": source_of(record),
     }
     payload = record.value
+    if (
+        payload is not None
+        and len(payload) > TOO_LARGE_KEPT_BYTES
+        and (code is DeadLetterCode.TOO_LARGE)
+    ):
+        payload = payload[:TOO_LARGE_KEPT_BYTES]
+        letter["payload_truncated"] = True
     if payload is not None:
         try:
             letter["payload"] = payload.decode("utf-8")

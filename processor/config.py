@@ -100,9 +100,7 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(1.0, gt=0, description="Period of offset commits")
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Drain deadline on SIGTERM")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 disables)")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log level"
-    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["json", "text"] = Field("json", description="Log line format")
 
     @model_validator(mode="after")
@@ -118,7 +116,8 @@ class Settings(BaseSettings):
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms: must be at most a third of session_timeout_ms")
         sasl = self.security_protocol.startswith("SASL_")
-        if sasl and (self.sasl_mechanism is None or not self.sasl_username or not self.sasl_password):
+        credentials = (self.sasl_mechanism, self.sasl_username, self.sasl_password)
+        if sasl and not all(credentials):
             raise ValueError(
                 "sasl_mechanism: SASL protocols need sasl_mechanism, sasl_username "
                 "and sasl_password"

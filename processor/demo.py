@@ -37,7 +37,6 @@ async def publish(bootstrap: str, topic: str, count: int) -> Counter[str]:
 
 
 async def run_demo(records: int, partitions: int, output_dir: Path) -> int:
-    output_dir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(log_path=output_dir / "broker.log") as broker:
         settings = Settings(
             bootstrap_servers=broker.bootstrap_servers,
@@ -72,8 +71,10 @@ async def run_demo(records: int, partitions: int, output_dir: Path) -> int:
         f"dead-lettered: {stats.dead_lettered_total}  "
         f"({', '.join(f'{k}={v}' for k, v in sorted(stats.dead_lettered.items()))})"
     )
-    print(f"expected published: {expected['published']}  throughput: {records / elapsed:,.0f}/s "
-          f"(incl. group join)  peak buffer: {stats.peak_buffered}")
+    print(
+        f"expected published: {expected['published']}  throughput: {records / elapsed:,.0f}/s "
+        f"(incl. group join)  peak buffer: {stats.peak_buffered}"
+    )
     accounted = stats.finished == records
     print("every reading accounted for" if accounted else "NOT every reading accounted for")
     return 0 if accounted and code == 0 else 1

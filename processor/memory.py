@@ -47,11 +47,10 @@ class CgroupFiles:
         return max(0, usage - inactive)
 
 
-def find_cgroup(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> (
-    CgroupFiles | None
-):
+def find_cgroup(
+    root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> CgroupFiles | None:
     """The cgroup files that limit this process, v2 first, or None outside a limit."""
-    candidates: list[CgroupFiles] = []
     relative = ""
     try:
         for line in proc_cgroup.read_text().splitlines():
@@ -59,15 +58,20 @@ def find_cgroup(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/c
                 relative = line[3:].lstrip("/")
     except OSError:
         pass
-    for base in dict.fromkeys([root / relative, root]):
-        candidates.append(
-            CgroupFiles(base / "memory.max", base / "memory.current", base / "memory.stat",
-                        "inactive_file")
+    candidates = [
+        CgroupFiles(
+            base / "memory.max", base / "memory.current", base / "memory.stat", "inactive_file"
         )
+        for base in dict.fromkeys([root / relative, root])
+    ]
     v1 = root / "memory"
     candidates.append(
-        CgroupFiles(v1 / "memory.limit_in_bytes", v1 / "memory.usage_in_bytes",
-                    v1 / "memory.stat", "total_inactive_file")
+        CgroupFiles(
+            v1 / "memory.limit_in_bytes",
+            v1 / "memory.usage_in_bytes",
+            v1 / "memory.stat",
+            "total_inactive_file",
+        )
     )
     for files in candidates:
         if files.read_limit() is not None:

@@ -33,7 +33,6 @@ from aiokafka.errors import (
 
 from processor.buffer import Chunk, RecordBuffer
 from processor.clients import make_consumer, make_producer
-from processor.codec import RecordLike
 from processor.config import Settings
 from processor.errors import (
     BrokerUnavailableError,
@@ -110,7 +109,7 @@ class Processor:
         """Begin a graceful drain (safe to call from a signal handler)."""
         self._stopping.set()
 
-    async def start(self) -> None:
+    async def start(self) -> Publisher:
         settings = self.settings
         self._producer = make_producer(settings)
         self._consumer = make_consumer(settings, self.memory.budget)
@@ -136,18 +135,18 @@ class Processor:
                 ) from None
         self._consumer.subscribe([settings.input_topic], listener=_Rebalance(self))
         self.connected = True
+        return self._publisher
 
     async def run(self) -> int:
         """Process until stopped; 0 after a clean drain, 1 after a delivery failure."""
-        if self._consumer is None:
-            await self.start()
+        publisher = self._publisher if self._publisher is not None else await self.start()
         self.running = True
         tasks = [
             asyncio.create_task(self._fetch_loop(), name="fetch"),
             asyncio.create_task(self._commit_loop(), name="commit"),
             asyncio.create_task(self._memory_loop(), name="memory"),
         ]
-        processing = asyncio.create_task(self._process_loop(), name="process")
+        processing = asyncio.create_task(self._process_loop(publisher), name="process")
         for task in (*tasks, processing):
             task.add_done_callback(self._check_task)
         await self._stopping.wait()
@@ -245,9 +244,7 @@ class Processor:
             self.stats.last_loop = time.monotonic()
             self._apply_flow()
             await self._replay()
-            fetched = await self._consumer.getmany(
-                timeout_ms=_FETCH_TIMEOUT_MS, max_records=limit
-            )
+            fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=limit)
             for tp, records in fetched.items():
                 await self._admit(tp, records)
             self._apply_flow()
@@ -298,36 +295,32 @@ class Processor:
         if tracker is None or not records:
             return  # revoked while fetched: the new owner reads them again
         in_memory = min(len(records), self.flow.memory_room(tp, self._snapshot()))
-        to_spill = self.spill.fitting(records[in_memory:]) if in_memory < len(records) else 0
-        kept = in_memory + to_spill
-        end = records[kept].offset if kept < len(records) else records[-1].offset + 1
+        spilled = 0
+        if in_memory < len(records):
+            spilled = await asyncio.to_thread(self.spill.append, records[in_memory:])
+            if self._trackers.get(tp) is not tracker:  # revoked during the write
+                await asyncio.to_thread(self.spill.discard, tp.topic, tp.partition)
+                return
+        kept = in_memory + spilled
         if kept:
+            end = records[kept - 1].offset + 1
             tracker.track(records[0].offset, end)
             self.stats.consumed += kept
         if in_memory:
-            cut = records[in_memory].offset if in_memory < len(records) else end
+            cut = records[in_memory].offset if in_memory < kept else end
             self.buffer.put(Chunk(tp, records[:in_memory], records[0].offset, cut, tracker))
-        if to_spill:
-            await self._spill(tp, records[in_memory:kept], tracker)
+        if spilled:
+            self.stats.spilled += spilled
+            log.info("spilled", extra=_where(tp, offset=records[in_memory].offset, records=spilled))
         if kept < len(records):
             self.flow.handed_back(tp)
-            self._consumer.seek(tp, end)
+            self._consumer.seek(tp, records[kept].offset)
             self.stats.handed_back += len(records) - kept
             log.info(
                 "handed back to kafka",
-                extra=_where(tp, offset=end, records=len(records) - kept),
+                extra=_where(tp, offset=records[kept].offset, records=len(records) - kept),
             )
         self._update_gauges()
-
-    async def _spill(
-        self, tp: TopicPartition, records: Sequence[RecordLike], tracker: OffsetTracker
-    ) -> None:
-        await asyncio.to_thread(self.spill.append, records)
-        if self._trackers.get(tp) is not tracker:  # revoked during the write
-            await asyncio.to_thread(self.spill.discard, tp.topic, tp.partition)
-            return
-        self.stats.spilled += len(records)
-        log.info("spilled", extra=_where(tp, offset=records[0].offset, records=len(records)))
 
     async def _replay(self) -> None:
         for topic, partition in sorted(self.spill.partitions()):
@@ -339,7 +332,7 @@ class Processor:
             try:
                 pieces = await asyncio.to_thread(self.spill.read, topic, partition, room)
             except SpillError as exc:
-                log.error("spill unreadable, re-reading from kafka: %s", exc, extra=_where(tp))
+                log.warning("spill unreadable, re-reading from kafka: %s", exc, extra=_where(tp))
                 await self._restart_partition(tp)
                 continue
             if self._trackers.get(tp) is not tracker:
@@ -361,8 +354,7 @@ class Processor:
 
     # processing ------------------------------------------------------------------------
 
-    async def _process_loop(self) -> None:
-        assert self._publisher is not None
+    async def _process_loop(self, publisher: Publisher) -> None:
         delay = self.settings.stage_delay_ms / 1000
         while True:
             chunks = await self.buffer.take(self.settings.batch_max_records)
@@ -374,10 +366,8 @@ class Processor:
             records = [record for chunk in chunks for record in chunk.records]
             result = self.stage.process(records)
             try:
-                futures = await self._publisher.publish(self.settings.output_topic, result.points)
-                futures += await self._publisher.publish(
-                    self.settings.dlq_topic, result.dead_letters
-                )
+                futures = await publisher.publish(self.settings.output_topic, result.points)
+                futures += await publisher.publish(self.settings.dlq_topic, result.dead_letters)
             except KafkaError as exc:
                 self._fail(DeliveryFailedError(f"cannot produce: {exc!r}"))
                 return

@@ -17,11 +17,12 @@ _TICK_S = 0.05
 
 async def publish_samples(
     settings: Settings,
+    install_signals: Callable[[Callable[[], None]], None],
+    *,
     rate: float,
     sensors: int,
     count: int,
     invalid_ratio: float,
-    install_signals: Callable[[Callable[[], None]], None],
 ) -> int:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,

@@ -47,8 +47,7 @@ BAD_INPUTS: dict[str, tuple[bytes, str]] = {
         "wrong_type",
     ),
     "nan_token": (
-        b'{"sensor_id": "a", "timestamp": "2026-11-23T10:00:00Z", "latitude": NaN,'
-        b' "longitude": 8}',
+        b'{"sensor_id": "a", "timestamp": "2026-11-23T10:00:00Z", "latitude": NaN, "longitude": 8}',
         "invalid_json",
     ),
     "infinity_token": (
@@ -136,6 +135,7 @@ def reading(sensor: str, when: datetime, rng: random.Random) -> bytes:
 
 def readings(
     count: int,
+    *,
     sensors: int = 200,
     invalid_ratio: float = 0.01,
     seed: int = 7,
@@ -143,7 +143,7 @@ def readings(
     include_too_large: bool = False,
 ) -> Iterator[tuple[bytes | None, bytes, str | None]]:
     """``(key, value, expected_code)``; the code is None for a valid reading."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
     ids = sensor_ids(sensors)
     when = start or datetime(2026, 11, 23, tzinfo=UTC)
     kinds = [k for k in BAD_INPUTS if include_too_large or k != "too_large"]

@@ -68,8 +68,8 @@ class Reprojector:
             for row in np.flatnonzero(~ok).tolist():
                 if not inside[row]:
                     message = (
-                        f"latitude {float(lat[row])!r}, longitude {float(lon[row])!r} outside the area of "
-                        f"use of {self.name} ({area})"
+                        f"latitude {float(lat[row])!r}, longitude {float(lon[row])!r} "
+                        f"outside the area of use of {self.name} ({area})"
                     )
                     codes.append((row, DeadLetterCode.OUT_OF_RANGE, message))
                 else:

@@ -75,13 +75,6 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(SpilledRecord)
 
 
-def estimated_size(record: RecordLike) -> int:
-    """Bytes one record takes on disk (base64 grows binary by 4/3)."""
-    raw = len(record.key or b"") + len(record.value or b"")
-    raw += sum(len(k) + len(v) for k, v in record.headers or ())
-    return raw * 4 // 3 + _LINE_OVERHEAD
-
-
 class SpillStore:
     def __init__(self, directory: Path, max_bytes: int, min_free_bytes: int) -> None:
         self._dir = directory
@@ -113,37 +106,41 @@ class SpillStore:
         free = shutil.disk_usage(self._dir).free - self._min_free
         return max(0, min(self._max_bytes - self.bytes, free))
 
-    def fitting(self, records: Sequence[RecordLike]) -> int:
-        """How many leading records of ``records`` the spill can take now."""
-        room = self.room_bytes()
-        for count, record in enumerate(records):
-            room -= estimated_size(record)
-            if room < 0:
-                return count
-        return len(records)
+    def append(self, records: Sequence[RecordLike]) -> int:
+        """Write the leading records that fit as one fsync'd segment; returns how many.
 
-    def append(self, records: Sequence[RecordLike]) -> None:
-        """Write one run of records of a single partition as a new fsync'd segment."""
-        if not records:
-            return
-        first = records[0]
+        All records belong to one partition. The bound is checked on the encoded lines, so
+        the spill never grows past ``max_bytes`` or into the reserved free disk.
+        """
+        room = self.room_bytes()
+        lines: list[bytes] = []
+        size = 0
+        for record in records:
+            line = _encoder.encode(_to_spilled(record)) + b"\n"
+            if size + len(line) > room:
+                break
+            lines.append(line)
+            size += len(line)
+        if not lines:
+            return 0
+        first, last = records[0], records[len(lines) - 1]
         folder = self._folder(first.topic, first.partition)
         self._sequence += 1
         path = folder / f"{self._sequence:012d}.jsonl"
-        lines = b"".join(_encoder.encode(_to_spilled(r)) + b"\n" for r in records)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as handle:
-                handle.write(lines)
+                handle.write(b"".join(lines))
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise SpillError(f"cannot write spill segment {path}: {exc}") from None
         state = self._partitions.setdefault((first.topic, first.partition), _PartitionSpill())
-        state.segments.append(_Segment(path, len(lines), first.offset, records[-1].offset))
-        state.records += len(records)
-        self.bytes += len(lines)
+        state.segments.append(_Segment(path, size, first.offset, last.offset))
+        state.records += len(lines)
+        self.bytes += size
+        return len(lines)
 
     def read(self, topic: str, partition: int, limit: int) -> list[SpillPiece]:
         """Take up to ``limit`` records in offset order; fully read segments are deleted.
@@ -158,7 +155,12 @@ class SpillStore:
             segment = state.segments[0]
             records, segment.position = _read_lines(segment, limit - taken)
             following = _read_lines(segment, 1)[0]
-            end = following[0].offset if following else segment.last_offset + 1
+            if following:
+                end = following[0].offset
+            elif len(state.segments) > 1:  # cover the gap up to the next segment too
+                end = state.segments[1].first_offset
+            else:
+                end = segment.last_offset + 1
             if records:
                 pieces.append(SpillPiece(records, segment.next_start, end))
                 taken += len(records)
@@ -185,12 +187,11 @@ class SpillStore:
         folder = self._folder(topic, partition)
         paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
         segments = _scan_all(paths)
-        usable = (
-            committed is not None
-            and bool(segments)
-            and segments[0].first_offset <= committed <= segments[-1].last_offset
-        )
-        if not usable:
+        if (
+            committed is None
+            or not segments
+            or not segments[0].first_offset <= committed <= segments[-1].last_offset
+        ):
             if paths:
                 log.info(
                     "discarding leftover spill",
@@ -198,7 +199,6 @@ class SpillStore:
                 )
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        assert committed is not None
         state = _PartitionSpill()
         for segment in segments:
             if segment.last_offset < committed:

@@ -1,0 +1,200 @@
+"""Helpers for integration tests: produce, read back, offsets, processes. No mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from processor.broker import FAST_GROUP, create_topics
+from processor.config import Settings
+
+DEADLINE_S = 120.0
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    output: str
+    dlq: str
+    group: str
+
+    @classmethod
+    def fresh(cls) -> Topics:
+        tag = uuid.uuid4().hex[:8]
+        return cls(f"in-{tag}", f"out-{tag}", f"dlq-{tag}", f"group-{tag}")
+
+    async def create(self, bootstrap: str, partitions: int = 4) -> Topics:
+        await create_topics(bootstrap, [self.input, self.output, self.dlq], partitions)
+        return self
+
+
+def settings_for(bootstrap: str, topics: Topics, tmp: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "input_topic": topics.input,
+        "output_topic": topics.output,
+        "dlq_topic": topics.dlq,
+        "group_id": topics.group,
+        "enable_idempotence": False,
+        "spill_dir": tmp / "spill",
+        "http_port": 0,
+        "commit_interval_s": 0.2,
+        **FAST_GROUP,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The same settings as PROCESSOR_* variables, for a `processor run` subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        env[f"PROCESSOR_{name.upper()}"] = text
+    env["PROCESSOR_LOG_FORMAT"] = "json"
+    return env
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> int:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=10, max_request_size=4 * 1024 * 1024
+    )
+    await producer.start()
+    count = 0
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key, partition=partition, headers=headers)
+            count += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return count
+
+
+async def read_all(
+    bootstrap: str,
+    topic: str,
+    expected: int | Callable[[list[Any]], bool],
+    deadline_s: float = DEADLINE_S,
+) -> list[Any]:
+    """Every record of ``topic`` from the beginning, once ``expected`` is met (or the deadline)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions:
+            await asyncio.sleep(0.05)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        done = expected if callable(expected) else (lambda got: len(got) >= expected)
+        records: list[Any] = []
+        end = time.monotonic() + deadline_s
+        while not done(records) and time.monotonic() < end:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for part in batch.values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """High watermarks as fetch responses report them.
+
+    (The embedded Tansu build answers ListOffsets(latest) wrongly, so ``end_offsets()`` is
+    not used; a fetch's high watermark is right on every broker.)
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = time.monotonic() + DEADLINE_S
+        while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < end:
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        return {tp.partition: consumer.highwater(tp) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets (OffsetFetch through a consumer that does not join)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        found = {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
+    finally:
+        await consumer.stop()
+    return {p: offset for p, offset in found.items() if offset is not None}
+
+
+async def wait_for(
+    condition: Callable[[], Any], deadline_s: float = DEADLINE_S, what: str = "condition"
+) -> None:
+    """Poll an (a)sync condition until true; fail the test at the deadline. No fixed sleeps."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+
+
+class ProcessorProcess:
+    """`processor run` as a real subprocess, with its JSON log captured to a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "processor.cli", "run"],
+            env=env_for(settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    async def wait(self, deadline_s: float = DEADLINE_S) -> int:
+        await wait_for(lambda: self.process.poll() is not None, deadline_s, "process exit")
+        self._log.close()
+        return int(self.process.returncode)
+
+    def stop_now(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
