@@ -113,6 +113,9 @@ class Processor:
         settings = self.settings
         self._producer = make_producer(settings)
         self._consumer = make_consumer(settings, self.memory.budget)
+        client_log = logging.getLogger("aiokafka")
+        level = client_log.level
+        client_log.setLevel(logging.CRITICAL)  # our one-line error says it better
         try:
             await self._producer.start()
             await self._consumer.start()
@@ -122,6 +125,8 @@ class Processor:
                 "cannot reach PROCESSOR_BOOTSTRAP_SERVERS (--bootstrap-servers) "
                 f"{settings.bootstrap_servers!r}"
             ) from None
+        finally:
+            client_log.setLevel(level)
         self._publisher = Publisher(self._producer)
         for name in ("output_topic", "dlq_topic"):
             topic = getattr(settings, name)
