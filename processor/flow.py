@@ -31,6 +31,7 @@ class FlowLimits:
     buffer_low: float = 0.3
     memory_high: float = 0.85
     memory_resume: float = 0.75
+    trickle: int = 500  # records admitted at a time while memory stays high with nothing held
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +82,15 @@ class FlowController(Generic[P]):
                 self._share_paused.add(tp)
             elif held <= share * ratio:
                 self._share_paused.discard(tp)
-            decisions[tp] = frozenset(self._reasons(tp, snapshot.spilled))
+            decisions[tp] = frozenset(self._reasons(snapshot, tp))
         return decisions
 
-    def _reasons(self, tp: P, spilled: frozenset[P]) -> Iterable[PauseReason]:
+    def _reasons(self, snapshot: FlowSnapshot[P], tp: P) -> Iterable[PauseReason]:
         if self._buffer_paused:
             yield PauseReason.BUFFER
-        if self._memory_paused:
+        if self._memory_paused and snapshot.buffered > 0:
             yield PauseReason.MEMORY
+        spilled = snapshot.spilled
         if tp in self._share_paused:
             yield PauseReason.PARTITION_SHARE
         if tp in spilled:
@@ -100,10 +102,13 @@ class FlowController(Generic[P]):
         """How many records of a run fetched for ``tp`` may be held in memory now.
 
         A partition with records on disk sends everything behind them to disk, so order is
-        kept; under memory pressure nothing new is held in memory.
+        kept. Under memory pressure nothing new is held while anything is buffered; with the
+        buffer empty, pausing frees nothing more, so one batch at a time may come in.
         """
-        if tp in snapshot.spilled or self._memory_paused:
+        if tp in snapshot.spilled:
             return 0
+        if self._memory_paused:
+            return self.limits.trickle if snapshot.buffered == 0 else 0
         return max(0, self.limits.buffer_max - snapshot.buffered)
 
     def handed_back(self, tp: P) -> None:

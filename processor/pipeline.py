@@ -85,6 +85,7 @@ class Processor:
                 buffer_low=settings.buffer_low,
                 memory_high=settings.memory_high,
                 memory_resume=settings.memory_resume,
+                trickle=settings.batch_max_records,
             )
         )
         self.spill = SpillStore(
@@ -172,8 +173,25 @@ class Processor:
         if self._failure is not None:
             log.error("stopped after a failure: %s", self._failure)
             return 1
-        log.info("stopped cleanly", extra={"published": self.stats.published})
+        log.info("stopped cleanly", extra=self.summary())
         return 0
+
+    def summary(self) -> dict[str, Any]:
+        """The run in numbers (logged at stop; read by tests and the benchmark)."""
+        stats = self.stats
+        return {
+            "consumed": stats.consumed,
+            "published": stats.published,
+            "dead_lettered": stats.dead_lettered_total,
+            "spilled": stats.spilled,
+            "replayed": stats.replayed,
+            "handed_back": stats.handed_back,
+            "pauses": dict(stats.pauses),
+            "peak_buffered": stats.peak_buffered,
+            "buffer_max": stats.buffer_max,
+            "peak_memory_mb": round(stats.peak_memory / MIB, 1),
+            "memory_budget_mb": round(stats.memory_budget / MIB, 1),
+        }
 
     @staticmethod
     def _left(deadline: float) -> float:

@@ -113,25 +113,25 @@ def test_noisy_buffer_signal_never_flaps(
 
 def test_memory_pause_and_resume_with_hysteresis() -> None:
     flow = controller()
-    assert reasons_of(flow.decide(snap(used=849)), M) == set()
-    assert reasons_of(flow.decide(snap(used=850)), M) == PARTS  # >= memory_high
-    assert reasons_of(flow.decide(snap(used=800)), M) == PARTS
-    assert reasons_of(flow.decide(snap(used=751)), M) == PARTS
-    assert reasons_of(flow.decide(snap(used=750)), M) == set()  # <= memory_resume
-    assert reasons_of(flow.decide(snap(used=840)), M) == set()
-    assert reasons_of(flow.decide(snap(used=2_000)), M) == PARTS
+    assert reasons_of(flow.decide(snap(10, used=849)), M) == set()
+    assert reasons_of(flow.decide(snap(10, used=850)), M) == PARTS  # >= memory_high
+    assert reasons_of(flow.decide(snap(10, used=800)), M) == PARTS
+    assert reasons_of(flow.decide(snap(10, used=751)), M) == PARTS
+    assert reasons_of(flow.decide(snap(10, used=750)), M) == set()  # <= memory_resume
+    assert reasons_of(flow.decide(snap(10, used=840)), M) == set()
+    assert reasons_of(flow.decide(snap(10, used=2_000)), M) == PARTS
 
 
 def test_memory_with_custom_limits() -> None:
     flow = controller(FlowLimits(buffer_max=100, memory_high=0.5, memory_resume=0.4))
-    assert reasons_of(flow.decide(snap(used=500)), M) == PARTS
-    assert reasons_of(flow.decide(snap(used=450)), M) == PARTS
-    assert reasons_of(flow.decide(snap(used=400)), M) == set()
+    assert reasons_of(flow.decide(snap(10, used=500)), M) == PARTS
+    assert reasons_of(flow.decide(snap(10, used=450)), M) == PARTS
+    assert reasons_of(flow.decide(snap(10, used=400)), M) == set()
 
 
 def test_unknown_memory_budget_never_pauses() -> None:
     flow = controller()
-    assert reasons_of(flow.decide(snap(used=10**12, budget=0)), M) == set()
+    assert reasons_of(flow.decide(snap(10, used=10**12, budget=0)), M) == set()
 
 
 @settings(max_examples=100, deadline=None)
@@ -140,7 +140,7 @@ def test_noisy_memory_signal_never_flaps(samples: list[int]) -> None:
     flow = controller()
     paused = False
     for used in samples:
-        now = M in flow.decide(snap(used=used))["a"]
+        now = M in flow.decide(snap(10, used=used))["a"]
         share = used / 1_000
         if now and not paused:
             assert share >= LIMITS.memory_high
@@ -202,14 +202,24 @@ def test_memory_room() -> None:
     assert flow.memory_room("b", spilled) == 600
 
 
-def test_memory_room_is_zero_under_memory_pressure() -> None:
+def test_memory_room_is_zero_under_memory_pressure_while_anything_is_held() -> None:
     flow = controller()
-    flow.decide(snap(0, used=900))
-    assert flow.memory_room("a", snap(0, used=900)) == 0
-    flow.decide(snap(0, used=800))  # between resume and high: still under pressure
-    assert flow.memory_room("a", snap(0, used=800)) == 0
-    flow.decide(snap(0, used=700))
-    assert flow.memory_room("a", snap(0, used=700)) == 1_000
+    flow.decide(snap(10, used=900))
+    assert flow.memory_room("a", snap(10, used=900)) == 0
+    flow.decide(snap(10, used=800))  # between resume and high: still under pressure
+    assert flow.memory_room("a", snap(10, used=800)) == 0
+    flow.decide(snap(10, used=700))
+    assert flow.memory_room("a", snap(10, used=700)) == 990
+
+
+def test_memory_pressure_with_an_empty_buffer_lets_one_batch_trickle_in() -> None:
+    """Pausing frees nothing when nothing is held: progress continues a batch at a time."""
+    flow = controller(FlowLimits(buffer_max=1_000, trickle=200))
+    decisions = flow.decide(snap(0, used=900))
+    assert reasons_of(decisions, M) == set()
+    assert flow.memory_room("a", snap(0, used=900)) == 200
+    assert reasons_of(flow.decide(snap(200, used=900)), M) == PARTS
+    assert flow.memory_room("a", snap(200, used=900)) == 0
 
 
 def test_replay_room() -> None:
