@@ -102,24 +102,28 @@ class FlowController(Generic[P]):
         """How many records of a run fetched for ``tp`` may be held in memory now.
 
         A partition with records on disk sends everything behind them to disk, so order is
-        kept. Under memory pressure nothing new is held while anything is buffered; with the
-        buffer empty, pausing frees nothing more, so one batch at a time may come in.
+        kept.
         """
         if tp in snapshot.spilled:
             return 0
-        if self._memory_paused:
-            return self.limits.trickle if snapshot.buffered == 0 else 0
-        return max(0, self.limits.buffer_max - snapshot.buffered)
+        return self._room(snapshot, self.limits.buffer_max)
 
     def handed_back(self, tp: P) -> None:
         """Records of ``tp`` went back to Kafka: keep it paused until the buffer drains."""
         self._handed_back.add(tp)
 
     def replay_room(self, snapshot: FlowSnapshot[P]) -> int:
-        """How many spilled records may come back into memory now (0 while under pressure)."""
-        if self._memory_paused or self._buffer_paused:
+        """How many spilled records may come back into memory now (up to the high mark)."""
+        if self._buffer_paused:
             return 0
-        return max(0, int(self.limits.buffer_max * self.limits.buffer_high) - snapshot.buffered)
+        return self._room(snapshot, int(self.limits.buffer_max * self.limits.buffer_high))
+
+    def _room(self, snapshot: FlowSnapshot[P], limit: int) -> int:
+        """Under memory pressure nothing new is held while anything is buffered; with the
+        buffer empty, pausing frees nothing more, so one batch at a time may come in."""
+        if self._memory_paused:
+            return self.limits.trickle if snapshot.buffered == 0 else 0
+        return max(0, limit - snapshot.buffered)
 
     def forget(self, partitions: Iterable[P]) -> None:
         """Drop state of partitions that were revoked."""

@@ -91,10 +91,13 @@ async def produce(
 async def read_all(
     bootstrap: str,
     topic: str,
-    expected: int | Callable[[list[Any]], bool],
+    expected: int | Callable[[list[Any]], bool] | None,
     deadline_s: float = DEADLINE_S,
 ) -> list[Any]:
-    """Every record of ``topic`` from the beginning, once ``expected`` is met (or the deadline)."""
+    """Every record of ``topic`` from the beginning, once ``expected`` is met (or the deadline).
+
+    ``expected=None`` reads what the topic holds now: up to each partition's high watermark.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -106,13 +109,26 @@ async def read_all(
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        done = expected if callable(expected) else (lambda got: len(got) >= expected)
         records: list[Any] = []
+        next_offset = dict.fromkeys(tps, 0)
+
+        def caught_up(_: list[Any]) -> bool:
+            marks = {tp: consumer.highwater(tp) for tp in tps}
+            return all(m is not None and next_offset[tp] >= m for tp, m in marks.items())
+
+        if expected is None:
+            done = caught_up
+        elif callable(expected):
+            done = expected
+        else:
+            count = expected
+            done = lambda got: len(got) >= count  # noqa: E731
         end = time.monotonic() + deadline_s
         while not done(records) and time.monotonic() < end:
             batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            for part in batch.values():
+            for tp, part in batch.items():
                 records.extend(part)
+                next_offset[tp] = part[-1].offset + 1
         return records
     finally:
         await consumer.stop()

@@ -231,8 +231,9 @@ def test_replay_room() -> None:
 
 def test_replay_room_is_zero_under_pressure() -> None:
     flow = controller()
-    flow.decide(snap(0, used=900))
-    assert flow.replay_room(snap(0, used=900)) == 0
+    flow.decide(snap(10, used=900))
+    assert flow.replay_room(snap(10, used=900)) == 0
+    assert flow.replay_room(snap(0, used=900)) == LIMITS.trickle  # nothing held: trickle
     flow = controller()
     flow.decide(snap(850))
     flow.decide(snap(500))  # still buffer-paused

@@ -1,0 +1,276 @@
+"""Flow control against a real broker: bounded buffer under a burst, a hot partition that
+does not hold up the others, memory pressure, spill round trip, spill full, rebalance while
+paused, and kill -9 while spilling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processor.memory import MIB, MemoryProbe
+from processor.pipeline import Processor
+from processor.samples import readings
+from tests.integration.kafka import (
+    ProcessorProcess,
+    Topics,
+    committed_offsets,
+    end_offsets,
+    produce,
+    read_all,
+    settings_for,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def _preload(bootstrap: str, topics: Topics, count: int, invalid: float = 0.01) -> int:
+    sample = readings(count, sensors=400, invalid_ratio=invalid)
+    return await produce(bootstrap, topics.input, ((k, v) for k, v, _ in sample))
+
+
+async def _run_until_done(processor: Processor, count: int) -> dict[str, Any]:
+    running = asyncio.create_task(processor.run())
+    await wait_for(lambda: processor.stats.finished >= count or running.done(), what="drained")
+    processor.stop()
+    assert await running == 0
+    assert processor.stats.finished == count
+    return processor.summary()
+
+
+async def _sources(bootstrap: str, topic: str, expected: int | None) -> dict[int, list[int]]:
+    """Input offsets per input partition, in the order their results were produced."""
+    found: dict[int, list[int]] = defaultdict(list)
+    for record in sorted(
+        await read_all(bootstrap, topic, expected), key=lambda r: (r.partition, r.offset)
+    ):
+        source = json.loads(record.value)["source"]
+        found[source["partition"]].append(source["offset"])
+    return found
+
+
+async def test_burst_keeps_the_buffer_and_memory_bounded(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    count = await _preload(bootstrap, topics, 200_000)
+    settings = settings_for(
+        bootstrap,
+        topics,
+        tmp_path,
+        buffer_max_records=2_000,
+        batch_max_records=500,
+        stage_delay_ms=2,
+        memory_limit_mb=512,
+    )
+    member = ProcessorProcess(settings, tmp_path / "burst.log")
+    try:
+        ends = await end_offsets(bootstrap, topics.input)
+
+        async def committed_at_end() -> bool:
+            return await committed_offsets(bootstrap, topics.group, topics.input) == ends
+
+        await wait_for(committed_at_end, deadline_s=300, what="commits at the end offsets")
+        member.signal(signal.SIGTERM)
+        assert await member.wait() == 0
+    finally:
+        member.stop_now()
+    assert len(await _results(bootstrap, topics, count)) == count
+    summary = _stop_summary(member.log())
+    print(f"\nburst: {summary}")
+    assert summary["peak_buffered"] <= 2_000
+    assert summary["pauses"].get("buffer", 0) >= 1
+    assert "resume" in member.log()
+    assert summary["peak_memory_mb"] < summary["memory_budget_mb"] == 512
+
+
+def _stop_summary(log: str) -> dict[str, Any]:
+    for line in log.splitlines():
+        if '"stopped cleanly"' in line:
+            return dict(json.loads(line))
+    raise AssertionError("no stop summary in the log")
+
+
+async def test_a_hot_partition_does_not_hold_up_the_others(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    valid = [(k, v) for k, v, code in readings(24_000, sensors=100, invalid_ratio=0) if not code]
+    await produce(bootstrap, topics.input, valid[:20_000], partition=0)
+    for partition in (1, 2, 3):
+        start = 20_000 + (partition - 1) * 1_000
+        await produce(bootstrap, topics.input, valid[start : start + 1_000], partition=partition)
+    processor = Processor(
+        settings_for(
+            bootstrap,
+            topics,
+            tmp_path,
+            buffer_max_records=2_000,
+            batch_max_records=250,
+            stage_delay_ms=15,
+        )
+    )
+    await _run_until_done(processor, 23_000)
+    points = await read_all(bootstrap, topics.output, 23_000)
+    produced_at: dict[bool, list[int]] = {True: [], False: []}
+    for record in points:
+        produced_at[json.loads(record.value)["source"]["partition"] == 0].append(record.timestamp)
+    start = min(produced_at[True] + produced_at[False])
+    others_done = max(produced_at[False]) - start
+    hot_done = max(produced_at[True]) - start
+    assert processor.stats.pauses["partition_share"] >= 1
+    assert others_done < 0.4 * hot_done, (others_done, hot_done)
+
+
+async def test_memory_pressure_pauses_then_recovers_and_finishes(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    count = await _preload(bootstrap, topics, 10_000)
+    rss_mb = MemoryProbe(None).used() // MIB
+    processor = Processor(
+        settings_for(bootstrap, topics, tmp_path, memory_limit_mb=max(16, int(rss_mb * 0.9)))
+    )
+    summary = await _run_until_done(processor, count)
+    assert summary["pauses"].get("memory", 0) >= 1
+    assert processor.stats.resumes["memory"] >= 1
+
+
+async def test_spill_round_trip_keeps_order_and_loses_nothing(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    count = await _preload(bootstrap, topics, 20_000, invalid=0)
+    processor = Processor(
+        settings_for(bootstrap, topics, tmp_path, buffer_max_records=500, batch_max_records=2_000)
+    )
+    summary = await _run_until_done(processor, count)
+    assert summary["spilled"] > 0
+    assert summary["replayed"] == summary["spilled"]
+    assert processor.stats.pauses["spill_replay"] >= 1
+    assert list((tmp_path / "spill").rglob("*.jsonl")) == []
+    for offsets in (await _sources(bootstrap, topics.output, count)).values():
+        assert offsets == sorted(offsets)
+        assert len(set(offsets)) == len(offsets)
+
+
+async def test_full_spill_hands_records_back_to_kafka(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    count = await _preload(bootstrap, topics, 20_000, invalid=0)
+    processor = Processor(
+        settings_for(
+            bootstrap,
+            topics,
+            tmp_path,
+            buffer_max_records=500,
+            batch_max_records=2_000,
+            spill_max_bytes=20_000,
+        )
+    )
+    summary = await _run_until_done(processor, count)
+    assert summary["handed_back"] > 0
+    assert processor.stats.pauses["spill_full"] >= 1
+    assert len(await read_all(bootstrap, topics.output, count)) == count
+
+
+async def test_rebalance_while_paused_keeps_pause_state_and_loses_nothing(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    count = await _preload(bootstrap, topics, 30_000)
+    first = Processor(
+        settings_for(
+            bootstrap,
+            topics,
+            tmp_path / "a",
+            buffer_max_records=1_000,
+            batch_max_records=250,
+            stage_delay_ms=20,
+        )
+    )
+    second = Processor(settings_for(bootstrap, topics, tmp_path / "b", buffer_max_records=1_000))
+    running = [asyncio.create_task(first.run())]
+    violations: list[str] = []
+
+    def pause_state_holds() -> bool:
+        consumer = first._consumer
+        desired = {tp for tp, reasons in first._applied.items() if reasons}
+        actual = set(consumer.paused()) & set(consumer.assignment())
+        if desired != actual:
+            violations.append(f"desired {desired} != paused {actual}")
+        return True
+
+    await wait_for(lambda: first.stats.paused_by_reason["buffer"] > 0, what="a buffer pause")
+    running.append(asyncio.create_task(second.run()))
+    await wait_for(lambda: second.stats.assigned > 0, what="the second member's assignment")
+    await wait_for(lambda: pause_state_holds() and first.stats.assigned == 2, what="rebalanced")
+    ends = await end_offsets(bootstrap, topics.input)
+
+    async def drained() -> bool:
+        committed = await committed_offsets(bootstrap, topics.group, topics.input)
+        return pause_state_holds() and committed == ends
+
+    await wait_for(drained, what="both members drained and committed")
+    for member in (first, second):
+        member.stop()
+    assert [await task for task in running] == [0, 0]
+    assert not violations, violations[:3]
+    assert len(await _results(bootstrap, topics, count)) == count
+
+
+async def test_kill_9_while_spilling_then_restart_loses_nothing(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    count = await _preload(bootstrap, topics, 30_000)
+    settings = settings_for(
+        bootstrap,
+        topics,
+        tmp_path,
+        buffer_max_records=300,
+        batch_max_records=2_000,
+        stage_delay_ms=30,
+    )
+    first = ProcessorProcess(settings, tmp_path / "first.log")
+    try:
+        await wait_for(
+            lambda: any((tmp_path / "spill").rglob("*.jsonl")), what="spill segments on disk"
+        )
+        first.kill()
+    finally:
+        first.stop_now()
+    committed = await committed_offsets(bootstrap, topics.group, topics.input)
+    done = await _sources(bootstrap, topics.output, None)
+    letters = await _sources(bootstrap, topics.dlq, None)
+    for partition, point in committed.items():
+        finished = set(done.get(partition, [])) | set(letters.get(partition, []))
+        # Every offset below the commit point has a published result (none merely spilled).
+        assert set(range(point)) <= finished
+
+    second = ProcessorProcess(settings, tmp_path / "second.log")
+    try:
+        assert len(await _results(bootstrap, topics, count, deadline_s=180)) == count
+        second.signal(signal.SIGTERM)
+        assert await second.wait() == 0
+    finally:
+        second.stop_now()
+    assert "leftover spill" in second.log()
+
+
+async def _results(
+    bootstrap: str, topics: Topics, count: int, deadline_s: float = 120
+) -> set[tuple[int, int]]:
+    """Distinct (partition, offset) sources on the output and DLQ, once all ``count`` arrived."""
+    found: set[tuple[int, int]] = set()
+
+    async def complete() -> bool:
+        found.clear()
+        for topic in (topics.output, topics.dlq):
+            for record in await read_all(bootstrap, topic, None):
+                source = json.loads(record.value)["source"]
+                found.add((source["partition"], source["offset"]))
+        return len(found) >= count
+
+    await wait_for(complete, deadline_s=deadline_s, what=f"{count} distinct results")
+    return found
