@@ -79,6 +79,7 @@ class EmbeddedBroker:
             stdout=log or subprocess.DEVNULL,
             stderr=log or subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            start_new_session=True,  # Ctrl-C reaches only us: the demo drains, then stops it
         )
         if log is not None:
             log.close()  # the child has its own descriptor

@@ -10,11 +10,10 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from processor.config import Settings, add_setting_flags, flag_overrides, load_settings
-from processor.demo import run_demo
 from processor.errors import ProcessorError
 from processor.logs import setup_logging
 from processor.sample import publish_samples
@@ -30,10 +29,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML file of settings (lowest priority)")
     add_setting_flags(run)
 
-    demo = commands.add_parser("demo", help="everything on an embedded broker, then a summary")
-    demo.add_argument("--records", type=int, default=5000, help="readings to publish")
-    demo.add_argument("--partitions", type=int, default=4)
+    demo = commands.add_parser(
+        "demo", help="a wildfire-smoke burst through the processor, live, on an embedded broker"
+    )
+    demo.add_argument(
+        "--duration",
+        type=_at_least(5.0, float),
+        default=60.0,
+        help="seconds of sensor traffic; the backlog drains after it (default 60)",
+    )
+    demo.add_argument("--sensors", type=_at_least(8, int), default=300, help="(default 300)")
+    demo.add_argument("--partitions", type=_at_least(3, int), default=6, help="(default 6)")
     demo.add_argument("--output-dir", type=Path, default=Path("demo-output"))
+    demo.add_argument(
+        "--no-live", action="store_true", help="plain periodic lines instead of the live view"
+    )
 
     sample = commands.add_parser("sample", help="publish synthetic readings to the input topic")
     sample.add_argument("--rate", type=float, default=100.0, help="readings per second")
@@ -43,6 +53,34 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--config", type=Path, help="TOML file of settings (lowest priority)")
     add_setting_flags(sample)
     return parser
+
+
+def _at_least(low: float, kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}")
+        return value
+
+    return parse
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from processor.demo import DemoOptions, run_demo  # noqa: PLC0415 - only with the extra
+    except ModuleNotFoundError as exc:
+        raise ProcessorError(
+            f"the demo needs the 'demo' extra ({exc.name} is missing): "
+            "pip install 'geo-stream-processor[demo]'"
+        ) from None
+    options = DemoOptions(
+        duration_s=args.duration,
+        sensors=int(args.sensors),
+        partitions=int(args.partitions),
+        output_dir=args.output_dir,
+        live=not args.no_live and sys.stdout.isatty(),
+    )
+    return asyncio.run(run_demo(options))
 
 
 def _install_signals(stop: object) -> None:
@@ -60,8 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             setup_logging("WARNING", "text")
-            args.output_dir.mkdir(parents=True, exist_ok=True)
-            return asyncio.run(run_demo(args.records, args.partitions, args.output_dir))
+            return _demo(args)
         settings = load_settings(flag_overrides(args), args.config)
         setup_logging(settings.log_level, settings.log_format)
         if args.command == "sample":

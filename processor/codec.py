@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 SENSOR_ID_MAX = 128
+CRS_MAX = 64
+COORDINATE_MAX = 1e15  # refuses inf while admitting any real projected coordinate
 TOO_LARGE_KEPT_BYTES = 4096
 Headers = list[tuple[str, bytes]]
 
@@ -31,6 +33,7 @@ class DeadLetterCode(StrEnum):
     INVALID_GEOMETRY = "invalid_geometry"
     OUTSIDE_AREA = "outside_area"
     TOO_LARGE = "too_large"
+    UNKNOWN_CRS = "unknown_crs"
 
 
 class RecordLike(Protocol):
@@ -50,13 +53,73 @@ class RecordLike(Protocol):
     def headers(self) -> Any: ...
 
 
+_SensorId = Annotated[str, msgspec.Meta(min_length=1, max_length=SENSOR_ID_MAX)]
+_Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+_Finite = Annotated[float, msgspec.Meta(ge=-COORDINATE_MAX, le=COORDINATE_MAX)]
+
+
 class _Reading(msgspec.Struct):
     """The typed fields of the input contract; everything else is carried through untouched."""
 
-    sensor_id: Annotated[str, msgspec.Meta(min_length=1, max_length=SENSOR_ID_MAX)]
-    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    sensor_id: _SensorId
+    timestamp: _Timestamp
     latitude: Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
     longitude: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+
+
+class _PlainReading(msgspec.Struct):
+    """The common case, decoded straight from bytes: lon/lat, a UTC ``Z`` timestamp, and none
+    of the output's own field names. Such a record is published by appending the new fields
+    to its original bytes, so its measurements pass through byte for byte."""
+
+    sensor_id: _SensorId
+    timestamp: str
+    latitude: Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+    longitude: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+    crs: Any = msgspec.UNSET
+    x: Any = msgspec.UNSET
+    y: Any = msgspec.UNSET
+    source: Any = msgspec.UNSET
+    regions: Any = msgspec.UNSET
+    source_crs: Any = msgspec.UNSET
+
+    def appendable(self) -> bool:
+        unset = msgspec.UNSET
+        return (
+            self.timestamp[-1:] == "Z"
+            and self.crs is unset
+            and self.x is unset
+            and self.y is unset
+            and self.source is unset
+            and self.regions is unset
+            and self.source_crs is unset
+        )
+
+
+class _Source(msgspec.Struct):
+    topic: str
+    partition: int
+    offset: int
+
+
+class _Appended(msgspec.Struct, omit_defaults=True):
+    """The fields a point adds to its input document."""
+
+    x: float
+    y: float
+    crs: str
+    source: _Source
+    regions: list[str] | None = None
+
+
+class _ProjectedReading(msgspec.Struct):
+    """A reading in a source CRS of its own: ``x``/``y`` in ``crs`` (easting/northing order)."""
+
+    sensor_id: _SensorId
+    timestamp: _Timestamp
+    crs: Annotated[str, msgspec.Meta(min_length=1, max_length=CRS_MAX)]
+    x: _Finite
+    y: _Finite
 
 
 @dataclass(slots=True)
@@ -68,16 +131,23 @@ class Rejection:
 
 @dataclass(slots=True)
 class Columns:
-    """Records that passed decoding, as columns; ``index`` points into the input batch."""
+    """Records that passed decoding, as columns; ``index`` points into the input batch.
+
+    ``x``/``y`` are the coordinates as given: longitude/latitude, except for rows whose
+    ``source_crs`` is set (only present when some record named a CRS of its own).
+    """
 
     index: list[int] = field(default_factory=list)
-    documents: list[dict[str, Any]] = field(default_factory=list)
+    #: The decoded object, or the original bytes of a record published by appending to them.
+    documents: list[dict[str, Any] | bytes] = field(default_factory=list)
     sensor_ids: list[str] = field(default_factory=list)
-    longitude: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
-    latitude: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    x: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    y: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    source_crs: list[str | None] | None = None
 
 
 _decoder = msgspec.json.Decoder()
+_plain_decoder = msgspec.json.Decoder(_PlainReading)
 _encoder = msgspec.json.Encoder()
 
 
@@ -85,16 +155,32 @@ def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, l
     """Decode and type-check a batch; timestamps are normalised to UTC in the documents."""
     columns = Columns()
     rejections: list[Rejection] = []
-    lons: list[float] = []
-    lats: list[float] = []
+    xs: list[float] = []
+    ys: list[float] = []
+    crs_of: dict[int, str] = {}  # row -> source CRS, for the few records that name one
     for i, raw in enumerate(values):
         rejection = _too_large(raw, max_bytes)
         if rejection is not None:
             rejections.append(Rejection(i, *rejection))
             continue
+        plain = _plain(raw)  # type: ignore[arg-type]
+        if plain is not None:
+            columns.index.append(i)
+            columns.documents.append(raw)  # type: ignore[arg-type]
+            columns.sensor_ids.append(plain.sensor_id)
+            xs.append(plain.longitude)
+            ys.append(plain.latitude)
+            continue
         try:
             document = _decoder.decode(raw)  # type: ignore[arg-type]
-            reading = msgspec.convert(document, _Reading)
+            if type(document) is dict and "crs" in document:
+                projected = msgspec.convert(document, _ProjectedReading)
+                crs_of[len(xs)] = projected.crs
+                reading: _Reading | _ProjectedReading = projected
+                x, y = projected.x, projected.y
+            else:
+                reading = msgspec.convert(document, _Reading)
+                x, y = reading.longitude, reading.latitude
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             rejections.append(Rejection(i, *_classify(raw, exc)))  # type: ignore[arg-type]
             continue
@@ -105,11 +191,25 @@ def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, l
         columns.index.append(i)
         columns.documents.append(document)
         columns.sensor_ids.append(reading.sensor_id)
-        lons.append(reading.longitude)
-        lats.append(reading.latitude)
-    columns.longitude = np.array(lons, dtype=np.float64)
-    columns.latitude = np.array(lats, dtype=np.float64)
+        xs.append(x)
+        ys.append(y)
+    columns.x = np.array(xs, dtype=np.float64)
+    columns.y = np.array(ys, dtype=np.float64)
+    if crs_of:
+        columns.source_crs = [crs_of.get(row) for row in range(len(xs))]
     return columns, rejections
+
+
+def _plain(raw: bytes) -> _PlainReading | None:
+    """The record as a plain reading when it is one (valid, appendable), else None."""
+    try:
+        plain = _plain_decoder.decode(raw)
+        if plain.appendable():
+            msgspec.convert(plain.timestamp, _Timestamp)  # valid RFC 3339, not just ending in Z
+            return plain
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        pass
+    return None
 
 
 def _too_large(raw: bytes | None, max_bytes: int) -> tuple[DeadLetterCode, str] | None:
@@ -140,7 +240,9 @@ def _classify(raw: bytes, exc: Exception) -> tuple[DeadLetterCode, str]:
 
 
 def _classify_fields(document: dict[str, Any]) -> tuple[DeadLetterCode, str]:
-    for name in ("sensor_id", "timestamp", "latitude", "longitude"):
+    projected = "crs" in document
+    required = ("crs", "x", "y") if projected else ("latitude", "longitude")
+    for name in ("sensor_id", "timestamp", *required):
         if name not in document:
             return DeadLetterCode.MISSING_FIELD, f"missing field {name}"
     sensor_id = document["sensor_id"]
@@ -151,7 +253,16 @@ def _classify_fields(document: dict[str, Any]) -> tuple[DeadLetterCode, str]:
             DeadLetterCode.OUT_OF_RANGE,
             f"sensor_id must be 1-{SENSOR_ID_MAX} characters, got {len(sensor_id)}",
         )
-    for name, limit in (("latitude", 90.0), ("longitude", 180.0)):
+    if projected and not isinstance(document["crs"], str):
+        return DeadLetterCode.WRONG_TYPE, f"crs must be a string, got {_json_type(document['crs'])}"
+    if projected and not 1 <= len(document["crs"]) <= CRS_MAX:
+        return DeadLetterCode.UNKNOWN_CRS, f"crs must be 1-{CRS_MAX} characters"
+    limits = (
+        (("x", COORDINATE_MAX), ("y", COORDINATE_MAX))
+        if projected
+        else (("latitude", 90.0), ("longitude", 180.0))
+    )
+    for name, limit in limits:
         value = document[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             return DeadLetterCode.WRONG_TYPE, f"{name} must be a number, got {_json_type(value)}"
@@ -183,14 +294,26 @@ def source_of(record: RecordLike) -> dict[str, Any]:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
-def encode_point(
-    document: dict[str, Any], x: float, y: float, crs: str, record: RecordLike
+def encode_point(  # noqa: PLR0917 - hot path: positional on purpose
+    document: dict[str, Any] | bytes,
+    x: float,
+    y: float,
+    crs: str,
+    record: RecordLike,
+    regions: list[str] | None = None,
 ) -> bytes:
-    """The output contract: the input document plus x, y, crs and source."""
+    """The output contract: the input document plus x, y, crs, source (and regions)."""
+    if isinstance(document, bytes):
+        added = _Appended(
+            x, y, crs, _Source(record.topic, record.partition, record.offset), regions
+        )
+        return b"%s,%s" % (document[: document.rindex(b"}")], _encoder.encode(added)[1:])
     document["x"] = x
     document["y"] = y
     document["crs"] = crs
     document["source"] = source_of(record)
+    if regions is not None:
+        document["regions"] = regions
     return _encoder.encode(document)
 
 

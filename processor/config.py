@@ -19,6 +19,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from processor.errors import ConfigError
 
 ENV_PREFIX = "PROCESSOR_"
+
+#: Presets from the field's tuning table: typical rate and spatial cost per sensor type.
+PROFILES: dict[str, dict[str, Any]] = {
+    "air_quality": {"buffer_max_records": 5_000, "memory_high": 0.85, "batch_max_records": 1_000},
+    "hydrology": {"buffer_max_records": 2_000, "memory_high": 0.80, "batch_max_records": 500},
+    "temperature_array": {
+        "buffer_max_records": 20_000,
+        "memory_high": 0.90,
+        "batch_max_records": 2_000,
+    },
+    "wildfire": {"buffer_max_records": 50_000, "memory_high": 0.75, "batch_max_records": 2_000},
+    "dissolved_oxygen": {
+        "buffer_max_records": 1_000,
+        "memory_high": 0.85,
+        "batch_max_records": 250,
+    },
+}
+Profile = Literal["air_quality", "hydrology", "temperature_array", "wildfire", "dissolved_oxygen"]
 MIN_MEMORY_HYSTERESIS = 0.08
 
 
@@ -71,6 +89,16 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         1_048_576, ge=64, description="Larger input records are dead-lettered (too_large)"
     )
+    geofences: Path | None = Field(
+        None, description="Polygon file (GeoJSON, GeoPackage, Shapefile) to tag points with"
+    )
+    geofence_id_field: str = Field("id", description="Column of the geofence file with the ids")
+    outside_policy: Literal["dead_letter", "pass"] = Field(
+        "dead_letter", description="Points outside every geofence: dead-letter or pass"
+    )
+    profile: Profile | None = Field(
+        None, description="Sensor-type preset for buffer and memory settings (see README)"
+    )
 
     # Flow control
     buffer_max_records: int = Field(
@@ -100,8 +128,23 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(1.0, gt=0, description="Period of offset commits")
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Drain deadline on SIGTERM")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 disables)")
+    http_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - probes and scrapers reach a pod on its own address
+        description="Address the HTTP port listens on",
+    )
+    liveness_timeout_s: float = Field(
+        30.0, gt=0, description="/healthz fails once the fetch loop stalls this long"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["json", "text"] = Field("json", description="Log line format")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        """A profile fills in the settings it presets; explicit settings win."""
+        if isinstance(data, dict) and data.get("profile") in PROFILES:
+            return {**PROFILES[data["profile"]], **data}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -41,7 +41,9 @@ from processor.errors import (
     SpillError,
 )
 from processor.flow import FlowController, FlowLimits, FlowSnapshot, PauseReason
+from processor.geofence import Geofences
 from processor.memory import MemoryProbe, find_cgroup
+from processor.observer import BatchObserver, BatchTrace, Unobserved
 from processor.offsets import OffsetTracker
 from processor.publisher import Publisher
 from processor.spatial import Reprojector
@@ -67,15 +69,32 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._processor.on_assigned(assigned)
+        self._processor.stats.assignments += 1  # joined, even with nothing assigned
 
 
 class Processor:
     """One consumer-group member. ``await run()`` until ``stop()``; returns an exit code."""
 
-    def __init__(self, settings: Settings, memory: MemoryProbe | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        memory: MemoryProbe | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
         self.settings = settings
+        self.observer = observer or Unobserved()
         self.stats = Stats(buffer_max=settings.buffer_max_records)
-        self.stage = SpatialStage(Reprojector(settings.target_crs), settings.max_payload_bytes)
+        geofences = (
+            Geofences.load(settings.geofences, settings.geofence_id_field, settings.target_crs)
+            if settings.geofences is not None
+            else None
+        )
+        self.stage = SpatialStage(
+            Reprojector(settings.target_crs),
+            settings.max_payload_bytes,
+            geofences,
+            settings.outside_policy,
+        )
         self.memory = memory or MemoryProbe(settings.memory_limit_mb, find_cgroup())
         self.stats.memory_budget = self.memory.budget
         self.flow: FlowController[TopicPartition] = FlowController(
@@ -109,6 +128,14 @@ class Processor:
     def stop(self) -> None:
         """Begin a graceful drain (safe to call from a signal handler)."""
         self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def paused(self) -> dict[TopicPartition, frozenset[PauseReason]]:
+        """Partitions paused now, with their reasons (for the live view)."""
+        return {tp: reasons for tp, reasons in self._applied.items() if reasons}
 
     async def start(self) -> Publisher:
         settings = self.settings
@@ -384,17 +411,21 @@ class Processor:
             if not chunks:
                 return
             started = time.perf_counter()
+            records = [record for chunk in chunks for record in chunk.records]
+            trace = self.observer.begin(records, sorted({chunk.tp.partition for chunk in chunks}))
             if delay:
                 await asyncio.sleep(delay)
-            records = [record for chunk in chunks for record in chunk.records]
-            result = self.stage.process(records)
+            # In a worker thread: heavy geometry (shapely releases the GIL) must not stall
+            # the loop that heartbeats, fetches and acknowledges.
+            result = await asyncio.to_thread(self.stage.process, records, trace.stamps)
             try:
                 futures = await publisher.publish(self.settings.output_topic, result.points)
                 futures += await publisher.publish(self.settings.dlq_topic, result.dead_letters)
             except KafkaError as exc:
+                trace.end(result, time.perf_counter() - started, exc)
                 self._fail(DeliveryFailedError(f"cannot produce: {exc!r}"))
                 return
-            task = asyncio.create_task(self._acknowledged(chunks, futures, result, started))
+            task = asyncio.create_task(self._acknowledged(chunks, futures, result, started, trace))
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
 
@@ -404,10 +435,12 @@ class Processor:
         futures: list[asyncio.Future[Any]],
         result: StageResult,
         started: float,
+        trace: BatchTrace,
     ) -> None:
         try:
             await asyncio.gather(*futures)
         except KafkaError as exc:
+            trace.end(result, time.perf_counter() - started, exc)
             self._fail(DeliveryFailedError(f"broker did not acknowledge a batch: {exc!r}"))
             return
         for chunk in chunks:
@@ -417,8 +450,10 @@ class Processor:
         stats.published += len(result.points)
         stats.dead_lettered.update(result.codes)
         stats.batches += 1
-        stats.batch_seconds_total += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        stats.batch_seconds_total += seconds
         self._update_gauges()
+        trace.end(result, seconds, None)
 
     # commits and memory ----------------------------------------------------------------
 
@@ -426,6 +461,24 @@ class Processor:
         while True:
             await asyncio.sleep(self.settings.commit_interval_s)
             await self._commit()
+            self._record_offsets()
+
+    def _record_offsets(self) -> None:
+        """Offsets behind the lag metrics, rebuilt so that revoked partitions drop out."""
+        positions: dict[tuple[str, int], int] = {}
+        committed: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], int] = {}
+        for tp, tracker in self._trackers.items():
+            key = (tp.topic, tp.partition)
+            if tracker.high_water >= 0:
+                positions[key] = tracker.high_water
+            if self._committed.get(tp, -1) >= 0:
+                committed[key] = self._committed[tp]
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                ends[key] = highwater
+        stats = self.stats
+        stats.positions, stats.committed_offsets, stats.end_offsets = positions, committed, ends
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         offsets: dict[TopicPartition, int] = {}

@@ -1,15 +1,51 @@
-"""``processor run``: one processor plus its signal handling, until a graceful stop."""
+"""``processor run``: one processor with its telemetry and HTTP endpoints, until a graceful stop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from processor.config import Settings
+from processor.endpoints import Endpoints, Health
+from processor.errors import ConfigError
 from processor.pipeline import Processor
+from processor.telemetry import Telemetry
 
 
 async def serve(settings: Settings, install_signals: Callable[[Callable[[], None]], None]) -> int:
-    processor = Processor(settings)
-    await processor.start()
-    install_signals(processor.stop)
-    return await processor.run()
+    telemetry = Telemetry.from_env(settings)
+    processor = Processor(settings, observer=telemetry)
+    async with exposed(processor, telemetry, settings.http_host, settings.http_port):
+        await processor.start()
+        install_signals(processor.stop)
+        return await processor.run()
+
+
+@contextlib.asynccontextmanager
+async def exposed(
+    processor: Processor, telemetry: Telemetry, host: str, port: int
+) -> AsyncIterator[int | None]:
+    """Metrics of ``processor`` and, unless ``port`` is 0, its HTTP endpoints.
+
+    Yields the bound port (None without HTTP). On the way out the listener closes and the
+    exporters flush, in a worker thread since an OTLP flush blocks on the network.
+    """
+    telemetry.watch(processor.stats)
+    endpoints = Endpoints(
+        Health(processor, processor.settings.liveness_timeout_s), telemetry.prometheus_text
+    )
+    try:
+        bound = None
+        if port:
+            try:
+                bound = await endpoints.start(host, port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"invalid setting PROCESSOR_HTTP_PORT (--http-port): cannot listen on "
+                    f"{host}:{port}: {exc.strerror or exc}"
+                ) from None
+        yield bound
+    finally:
+        await endpoints.close()
+        await asyncio.to_thread(telemetry.shutdown)

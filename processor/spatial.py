@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
+from pyproj.exceptions import CRSError, ProjError
 
 from processor.codec import DeadLetterCode
 from processor.errors import ConfigError
@@ -23,16 +23,27 @@ BoolArray = npt.NDArray[np.bool_]
 
 @dataclass(slots=True)
 class Projection:
-    """Result of one batch: coordinates for every row, ``ok`` where they may be published."""
+    """Result of one batch: coordinates for every row, ``ok`` where they may be published.
+
+    ``lon``/``lat`` are WGS-84 for every row (computed for rows given in a source CRS).
+    """
 
     x: FloatArray
     y: FloatArray
+    lon: FloatArray
+    lat: FloatArray
+    points: npt.NDArray[np.object_]
     ok: BoolArray
     codes: list[tuple[int, DeadLetterCode, str]]
 
 
+_WGS84 = CRS.from_epsg(4326)
+_TRANSFORMER_CACHE = 64
+
+
 class Reprojector:
-    """WGS-84 lon/lat to the target CRS, refusing points outside the CRS's area of use."""
+    """WGS-84 (or a record's own source CRS) to the target CRS, refusing points outside the
+    target CRS's area of use. One pyproj call per CRS present in a batch."""
 
     def __init__(self, target_crs: str) -> None:
         try:
@@ -42,12 +53,36 @@ class Reprojector:
                 f"invalid setting PROCESSOR_TARGET_CRS (--target-crs): unknown CRS {target_crs!r}"
             ) from None
         self.name = crs.to_string()
-        self._transformer = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        self._transformer = Transformer.from_crs(_WGS84, crs, always_xy=True)
+        self._sources: dict[str, Transformer | None] = {}
         area = crs.area_of_use
         west, south, east, north = area.bounds if area is not None else (-180, -90, 180, 90)
         self._bounds = (float(west), float(south), float(east), float(north))
 
-    def project(self, lon: FloatArray, lat: FloatArray) -> Projection:
+    def _from_source(self, name: str) -> Transformer | None:
+        """Source CRS -> WGS-84 transformer, cached; None if the CRS is unknown.
+
+        Going through WGS-84 gives every row the lon/lat the area check and the output need.
+        """
+        if name not in self._sources:
+            if len(self._sources) >= _TRANSFORMER_CACHE:
+                self._sources.clear()
+            try:
+                source = CRS.from_user_input(name)
+                self._sources[name] = Transformer.from_crs(source, _WGS84, always_xy=True)
+            except (CRSError, ProjError):  # unknown, or no way from it to WGS-84
+                self._sources[name] = None
+        return self._sources[name]
+
+    def project(
+        self, x_in: FloatArray, y_in: FloatArray, source_crs: list[str | None] | None = None
+    ) -> Projection:
+        """Reproject a batch; rows with a ``source_crs`` are grouped and done per CRS."""
+        unknown = np.zeros(len(x_in), dtype=bool)
+        if source_crs is None:
+            lon, lat = x_in, y_in
+        else:
+            lon, lat, unknown = self._to_wgs84(x_in, y_in, source_crs)
         west, south, east, north = self._bounds
         inside_lat = (lat >= south) & (lat <= north)
         if west <= east:
@@ -61,12 +96,15 @@ class Reprojector:
         finite = np.isfinite(x) & np.isfinite(y)
         points = shapely.points(np.where(finite, x, 0.0), np.where(finite, y, 0.0))
         valid_geometry = finite & shapely.is_valid(points)
-        ok = inside & valid_geometry
+        ok = inside & valid_geometry & ~unknown
         codes: list[tuple[int, DeadLetterCode, str]] = []
         if not ok.all():
             area = f"{south:g}..{north:g} lat, {west:g}..{east:g} lon"
             for row in np.flatnonzero(~ok).tolist():
-                if not inside[row]:
+                if unknown[row]:
+                    message = f"unknown source CRS {source_crs[row]!r}"  # type: ignore[index]
+                    codes.append((row, DeadLetterCode.UNKNOWN_CRS, message))
+                elif not inside[row]:
                     message = (
                         f"latitude {float(lat[row])!r}, longitude {float(lon[row])!r} "
                         f"outside the area of use of {self.name} ({area})"
@@ -75,4 +113,22 @@ class Reprojector:
                 else:
                     message = f"reprojection to {self.name} gave no finite point"
                     codes.append((row, DeadLetterCode.INVALID_GEOMETRY, message))
-        return Projection(x=x, y=y, ok=ok, codes=codes)
+        return Projection(x=x, y=y, lon=lon, lat=lat, points=points, ok=ok, codes=codes)
+
+    def _to_wgs84(
+        self, x_in: FloatArray, y_in: FloatArray, source_crs: list[str | None]
+    ) -> tuple[FloatArray, FloatArray, BoolArray]:
+        lon = x_in.copy()
+        lat = y_in.copy()
+        unknown = np.zeros(len(x_in), dtype=bool)
+        names = np.array(source_crs, dtype=object)
+        given = np.flatnonzero(names != None)  # noqa: E711 - elementwise comparison
+        for name in set(names[given].tolist()):
+            rows = given[names[given] == name]
+            transformer = self._from_source(name)
+            if transformer is None:
+                unknown[rows] = True
+                lon[rows] = lat[rows] = np.nan
+                continue
+            lon[rows], lat[rows] = transformer.transform(x_in[rows], y_in[rows], errcheck=False)
+        return lon, lat, unknown

@@ -33,8 +33,10 @@ class Stats:
     memory_budget: int = 0
     peak_memory: int = 0
     assigned: int = 0
+    assignments: int = 0  # group assignments received (an empty one included): joined
     committed_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # one past taken
     last_loop: float = field(default_factory=time.monotonic)
 
     @property

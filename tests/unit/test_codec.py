@@ -36,11 +36,18 @@ def decode_one(raw: bytes | None, max_bytes: int = MAX_BYTES) -> tuple[Columns, 
     return decode_batch([raw], max_bytes)
 
 
-def accepted(raw: bytes | None) -> dict:
+def accepted_document(raw: bytes | None) -> dict | bytes:
+    """What the codec keeps of an accepted record: its object, or its original bytes when
+    the point will be published by appending to them."""
     columns, rejections = decode_one(raw)
     assert rejections == []
     assert columns.index == [0]
     return columns.documents[0]
+
+
+def accepted(raw: bytes | None) -> dict:
+    document = accepted_document(raw)
+    return msgspec.json.decode(document) if isinstance(document, bytes) else document
 
 
 def rejected_code(raw: bytes | None, max_bytes: int = MAX_BYTES) -> DeadLetterCode:
@@ -63,8 +70,8 @@ def test_each_bad_input_gives_exactly_one_rejection_with_its_code(kind: str) -> 
     assert "\n" not in rejections[0].message
     assert columns.index == []
     assert columns.documents == []
-    assert columns.longitude.shape == (0,)
-    assert columns.latitude.shape == (0,)
+    assert columns.x.shape == (0,)
+    assert columns.y.shape == (0,)
 
 
 @pytest.mark.parametrize("kind", sorted(SPATIAL_ONLY))
@@ -88,9 +95,9 @@ def test_rejections_point_at_their_rows_in_a_mixed_batch() -> None:
     assert [(r.index, r.code.value) for r in rejections] == expected
     assert columns.index == valid_rows
     assert columns.sensor_ids == [f"ok-{i}" for i in range(len(kinds))]
-    assert columns.longitude.dtype == np.float64
-    assert columns.latitude.dtype == np.float64
-    assert len(columns.longitude) == len(columns.latitude) == len(valid_rows)
+    assert columns.x.dtype == np.float64
+    assert columns.y.dtype == np.float64
+    assert len(columns.x) == len(columns.y) == len(valid_rows)
 
 
 def test_tombstone_is_invalid_json() -> None:
@@ -145,8 +152,8 @@ def test_columns_hold_the_coordinates() -> None:
     raws = [reading(latitude=1.5, longitude=-2.25), reading(latitude=-33.0, longitude=151.2)]
     columns, rejections = decode_batch(raws, MAX_BYTES)
     assert rejections == []
-    np.testing.assert_array_equal(columns.latitude, [1.5, -33.0])
-    np.testing.assert_array_equal(columns.longitude, [-2.25, 151.2])
+    np.testing.assert_array_equal(columns.y, [1.5, -33.0])
+    np.testing.assert_array_equal(columns.x, [-2.25, 151.2])
 
 
 def test_integer_coordinates_are_accepted_as_floats() -> None:
@@ -155,8 +162,8 @@ def test_integer_coordinates_are_accepted_as_floats() -> None:
         MAX_BYTES,
     )
     assert rejections == []
-    assert columns.latitude.tolist() == [47.0]
-    assert columns.longitude.tolist() == [-8.0]
+    assert columns.y.tolist() == [47.0]
+    assert columns.x.tolist() == [-8.0]
 
 
 @pytest.mark.parametrize(
@@ -192,7 +199,7 @@ def test_timestamps_are_normalised_to_utc_z(timestamp: str, instant: datetime) -
 
 def test_point_timestamp_is_utc_z() -> None:
     raw = reading(timestamp="2026-11-23T10:00:00.75+09:00")
-    out = json.loads(encode_point(accepted(raw), 0.0, 0.0, "EPSG:3857", record(raw)))
+    out = json.loads(encode_point(accepted_document(raw), 0.0, 0.0, "EPSG:3857", record(raw)))
     assert out["timestamp"].endswith("Z")
     assert datetime.fromisoformat(out["timestamp"]) == datetime(
         2026, 11, 23, 1, 0, 0, 750_000, tzinfo=UTC
@@ -217,10 +224,10 @@ def test_point_timestamp_is_utc_z() -> None:
 def test_exact_range_bounds_are_accepted_by_the_codec(latitude: float, longitude: float) -> None:
     columns, rejections = decode_one(reading(latitude=latitude, longitude=longitude))
     assert rejections == []
-    assert columns.latitude[0] == latitude
-    assert columns.longitude[0] == longitude
-    assert math.copysign(1.0, columns.latitude[0]) == math.copysign(1.0, latitude)
-    assert math.copysign(1.0, columns.longitude[0]) == math.copysign(1.0, longitude)
+    assert columns.y[0] == latitude
+    assert columns.x[0] == longitude
+    assert math.copysign(1.0, columns.y[0]) == math.copysign(1.0, latitude)
+    assert math.copysign(1.0, columns.x[0]) == math.copysign(1.0, longitude)
 
 
 @pytest.mark.parametrize(
@@ -259,7 +266,7 @@ def test_non_string_sensor_id_is_wrong_type(sensor_id: object) -> None:
 def test_encode_point_adds_x_y_crs_and_source() -> None:
     raw = reading(sensor_id="alps-00001", pm25=3.5)
     rec = record(raw, offset=42, topic="sensor.readings", partition=3)
-    out = json.loads(encode_point(accepted(raw), 1234.5, -6789.25, "EPSG:3857", rec))
+    out = json.loads(encode_point(accepted_document(raw), 1234.5, -6789.25, "EPSG:3857", rec))
     assert out["x"] == 1234.5
     assert out["y"] == -6789.25
     assert out["crs"] == "EPSG:3857"
@@ -329,3 +336,23 @@ def test_dead_letter_of_truncated_non_utf8_payload_is_base64_prefix() -> None:
     letter = json.loads(encode_dead_letter(record(payload), DeadLetterCode.TOO_LARGE, "big"))
     assert base64.b64decode(letter["payload_b64"]) == payload[:TOO_LARGE_KEPT_BYTES]
     assert letter["payload_truncated"] is True
+
+
+def test_plain_records_keep_their_bytes_and_others_are_normalised() -> None:
+    """A UTC-Z reading without output field names is appended to, byte for byte; a reading
+    with an offset timestamp or a field the output sets goes through the object path."""
+    plain = reading(timestamp="2026-11-23T10:00:00.5Z")
+    assert accepted_document(plain) == plain
+    assert isinstance(accepted_document(reading(timestamp="2026-11-23T10:00:00+00:00")), dict)
+    assert isinstance(accepted_document(reading(x=1)), dict)
+    assert isinstance(accepted_document(reading(source="lab")), dict)
+    out = json.loads(encode_point(plain, 1.0, 2.0, "EPSG:3857", record(plain), ["a", "b"]))
+    assert out["timestamp"] == "2026-11-23T10:00:00.5Z"
+    assert (out["x"], out["y"], out["crs"], out["regions"]) == (1.0, 2.0, "EPSG:3857", ["a", "b"])
+    assert json.loads(plain).items() <= out.items()
+
+
+def test_plain_path_still_validates_the_timestamp() -> None:
+    assert (
+        rejected_code(reading(timestamp="2026-13-45T10:00:00Z")) is DeadLetterCode.INVALID_TIMESTAMP
+    )
