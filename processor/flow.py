@@ -52,9 +52,13 @@ class FlowController(Generic[P]):
     _share_paused: set[P] = field(default_factory=set)
     _handed_back: set[P] = field(default_factory=set)
 
-    def share(self, assigned: int) -> float:
-        """Records one partition may hold before it is paused on its own."""
-        return self.limits.buffer_max / max(1, assigned)
+    def share(self, active: int) -> float:
+        """Records one partition may hold before it is paused on its own.
+
+        The buffer is shared among the partitions that hold records now, so a lone backlog
+        may use all of it, and a hot partition yields as soon as others have work too.
+        """
+        return self.limits.buffer_max / max(1, active)
 
     def decide(self, snapshot: FlowSnapshot[P]) -> dict[P, frozenset[PauseReason]]:
         """Pause reasons per assigned partition (empty set: should be fetching)."""
@@ -71,7 +75,7 @@ class FlowController(Generic[P]):
                 self._memory_paused = True
             elif used <= limits.memory_resume:
                 self._memory_paused = False
-        share = self.share(len(snapshot.assigned))
+        share = self.share(sum(1 for tp in snapshot.assigned if snapshot.held.get(tp, 0) > 0))
         ratio = limits.buffer_low / limits.buffer_high
         self._share_paused &= snapshot.assigned
         self._handed_back &= snapshot.assigned

@@ -341,9 +341,15 @@ class Processor:
 
     async def _admit(self, tp: TopicPartition, records: Sequence[Any]) -> None:
         """Split a fetched run, in offset order: memory, then spill, then back to Kafka."""
+        if not records:
+            return
         tracker = self._trackers.get(tp)
-        if tracker is None or not records:
-            return  # revoked while fetched: the new owner reads them again
+        if tracker is None:
+            if tp in self._consumer.assignment():
+                # Assigned, but the rebalance listener has not set it up yet: hand the run
+                # back, or its offsets would be skipped by later commits.
+                self._consumer.seek(tp, records[0].offset)
+            return  # otherwise revoked while fetched: the new owner reads them again
         in_memory = min(len(records), self.flow.memory_room(tp, self._snapshot()))
         spilled = 0
         if in_memory < len(records):

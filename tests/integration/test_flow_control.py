@@ -274,3 +274,33 @@ async def _results(
 
     await wait_for(complete, deadline_s=deadline_s, what=f"{count} distinct results")
     return found
+
+
+class _SlowListener(Processor):
+    """Sets partitions up only after the fetch loop already returned records for them: the
+    window aiokafka leaves between assigning partitions and the listener finishing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.early_runs = 0
+        self._early = asyncio.Event()
+
+    async def _admit(self, tp: Any, records: Any) -> None:
+        if records and tp not in self._trackers:
+            self.early_runs += 1
+            self._early.set()
+        await super()._admit(tp, records)
+
+    async def on_assigned(self, assigned: Any) -> None:
+        await asyncio.wait_for(self._early.wait(), timeout=30)
+        await super().on_assigned(assigned)
+
+
+async def test_records_fetched_before_the_listener_ran_are_not_skipped(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    count = await _preload(bootstrap, topics, 5_000)
+    processor = _SlowListener(settings_for(bootstrap, topics, tmp_path))
+    await _run_until_done(processor, count)
+    assert processor.early_runs >= 1
+    assert len(await _results(bootstrap, topics, count)) == count

@@ -156,23 +156,37 @@ def test_hot_partition_is_paused_alone() -> None:
     flow = controller()
     share = flow.share(len(PARTS))
     assert share == 250
-    decisions = flow.decide(snap(300, held={"a": 250, "b": 30, "c": 20}))
+    decisions = flow.decide(snap(320, held={"a": 260, "b": 30, "c": 20, "d": 10}))
     assert decisions["a"] == frozenset({SHARE})
     assert decisions["b"] == decisions["c"] == decisions["d"] == frozenset()
+
+
+def test_a_lone_backlog_may_use_the_whole_buffer() -> None:
+    """Work-conserving: the share is split among partitions that hold records now."""
+    flow = controller()
+    assert flow.decide(snap(700, held={"a": 700}))["a"] == frozenset()
+    decisions = flow.decide(snap(520, held={"a": 500, "b": 20}))  # b has work: a yields
+    assert decisions["a"] == frozenset({SHARE})
+    assert decisions["b"] == frozenset()
 
 
 def test_partition_share_has_hysteresis() -> None:
     flow = controller()
     ratio = LIMITS.buffer_low / LIMITS.buffer_high  # resume at share * low/high
     resume_at = int(250 * ratio)
-    assert SHARE in flow.decide(snap(260, held={"a": 260}))["a"]
-    assert SHARE in flow.decide(snap(200, held={"a": 200}))["a"]
-    assert SHARE in flow.decide(snap(resume_at + 1, held={"a": resume_at + 1}))["a"]
-    assert SHARE not in flow.decide(snap(resume_at, held={"a": resume_at}))["a"]
-    assert SHARE not in flow.decide(snap(249, held={"a": 249}))["a"]
+    others = {"b": 1, "c": 1, "d": 1}  # all four active: share 250
+
+    def held(a: int) -> FlowSnapshot[str]:
+        return snap(a + 3, held={"a": a, **others})
+
+    assert SHARE in flow.decide(held(260))["a"]
+    assert SHARE in flow.decide(held(200))["a"]
+    assert SHARE in flow.decide(held(resume_at + 1))["a"]
+    assert SHARE not in flow.decide(held(resume_at))["a"]
+    assert SHARE not in flow.decide(held(249))["a"]
 
 
-def test_share_follows_assignment() -> None:
+def test_share_follows_active_partitions() -> None:
     flow = controller()
     assert flow.share(1) == 1_000
     assert flow.share(0) == 1_000
@@ -256,11 +270,12 @@ def test_handed_back_keeps_spill_full_until_low_watermark() -> None:
 
 def test_forget_drops_state() -> None:
     flow = controller()
-    flow.decide(snap(260, held={"a": 260}))
+    busy = {"b": 1, "c": 1, "d": 1}  # all active: share 250
+    flow.decide(snap(263, held={"a": 260, **busy}))
     flow.handed_back("a")
-    assert flow.decide(snap(400, held={"a": 200}))["a"] == frozenset({SHARE, FULL})
+    assert flow.decide(snap(400, held={"a": 200, **busy}))["a"] == frozenset({SHARE, FULL})
     flow.forget(["a"])
-    assert flow.decide(snap(400, held={"a": 200}))["a"] == frozenset()
+    assert flow.decide(snap(400, held={"a": 200, **busy}))["a"] == frozenset()
 
 
 def test_revoked_partitions_drop_out_of_decisions() -> None:
@@ -279,8 +294,9 @@ def test_reason_values_are_stable(reason: PauseReason) -> None:
 
 def test_all_reasons_at_once() -> None:
     flow = controller()
-    flow.decide(snap(900, held={"a": 900}, used=900))
+    held = {"a": 897, "b": 1, "c": 1, "d": 1}
+    flow.decide(snap(900, held=held, used=900))
     flow.handed_back("a")
-    decisions = flow.decide(snap(900, held={"a": 900}, used=900, spilled=frozenset({"a"})))
+    decisions = flow.decide(snap(900, held=held, used=900, spilled=frozenset({"a"})))
     assert decisions["a"] == frozenset(PauseReason)
     assert decisions["b"] == frozenset({B, M})
