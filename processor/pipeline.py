@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -411,6 +412,22 @@ class Processor:
     # processing ------------------------------------------------------------------------
 
     async def _process_loop(self, publisher: Publisher) -> None:
+        """Stage batches while the previous one is being published: two tasks, one hand-off.
+
+        Publishing waits on the producer (one batch in flight per partition), staging on the
+        CPU; overlapping them keeps both busy. The hand-off holds at most two batches, and
+        their records still count against the buffer until acknowledged.
+        """
+        staged: asyncio.Queue[_Staged | None] = asyncio.Queue(maxsize=2)
+        publishing = asyncio.create_task(self._publish_loop(publisher, staged), name="publish")
+        try:
+            await self._stage_loop(staged)
+            await staged.put(None)
+            await publishing
+        finally:
+            publishing.cancel()
+
+    async def _stage_loop(self, staged: asyncio.Queue[_Staged | None]) -> None:
         delay = self.settings.stage_delay_ms / 1000
         while True:
             chunks = await self.buffer.take(self.settings.batch_max_records)
@@ -424,14 +441,24 @@ class Processor:
             # In a worker thread: heavy geometry (shapely releases the GIL) must not stall
             # the loop that heartbeats, fetches and acknowledges.
             result = await asyncio.to_thread(self.stage.process, records, trace.stamps)
+            await staged.put(_Staged(chunks, result, started, trace))
+
+    async def _publish_loop(
+        self, publisher: Publisher, staged: asyncio.Queue[_Staged | None]
+    ) -> None:
+        while (batch := await staged.get()) is not None:
             try:
-                futures = await publisher.publish(self.settings.output_topic, result.points)
-                futures += await publisher.publish(self.settings.dlq_topic, result.dead_letters)
+                futures = await publisher.publish(self.settings.output_topic, batch.result.points)
+                futures += await publisher.publish(
+                    self.settings.dlq_topic, batch.result.dead_letters
+                )
             except KafkaError as exc:
-                trace.end(result, time.perf_counter() - started, exc)
+                batch.trace.end(batch.result, time.perf_counter() - batch.started, exc)
                 self._fail(DeliveryFailedError(f"cannot produce: {exc!r}"))
                 return
-            task = asyncio.create_task(self._acknowledged(chunks, futures, result, started, trace))
+            task = asyncio.create_task(
+                self._acknowledged(batch.chunks, futures, batch.result, batch.started, batch.trace)
+            )
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
 
@@ -515,6 +542,16 @@ class Processor:
             self.stats.memory_used = used
             self.stats.peak_memory = max(self.stats.peak_memory, used)
             await asyncio.sleep(self.settings.memory_sample_interval_s)
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A processed batch on its way to the producer."""
+
+    chunks: list[Chunk[TopicPartition]]
+    result: StageResult
+    started: float
+    trace: BatchTrace
 
 
 def _names(partitions: set[TopicPartition]) -> list[str]:
