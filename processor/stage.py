@@ -19,7 +19,7 @@ from processor.codec import (
     RecordLike,
     decode_batch,
     encode_dead_letter,
-    encode_point,
+    encode_points,
 )
 from processor.geofence import Geofences
 from processor.spatial import Projection, Reprojector
@@ -77,23 +77,26 @@ class SpatialStage:
         if columns.source_crs is not None:
             _add_wgs84(columns.documents, columns.source_crs, projection)
         result = StageResult()
-        crs = self._reprojector.name
-        xs = projection.x.tolist()
-        ys = projection.y.tolist()
-        ok = projection.ok.tolist()
-        for row, index in enumerate(columns.index):
-            if ok[row]:
-                record = records[index]
-                value = encode_point(
-                    columns.documents[row],
-                    xs[row],
-                    ys[row],
-                    crs,
-                    record,
-                    regions[row] if regions is not None else None,
-                )
-                key = columns.sensor_ids[row].encode()
-                result.points.append((key, value, stamps[index] if stamps is not None else []))
+        rows = np.flatnonzero(projection.ok).tolist()
+        inputs = [columns.index[row] for row in rows]
+        values = encode_points(
+            [columns.documents[row] for row in rows],
+            projection.x[rows].tolist(),
+            projection.y[rows].tolist(),
+            self._reprojector.name,
+            [records[index] for index in inputs],
+            [regions[row] for row in rows] if regions is not None else None,
+        )
+        sensor_ids = columns.sensor_ids
+        no_stamp: Headers = []
+        result.points = [
+            (
+                sensor_ids[row].encode(),
+                value,
+                stamps[index] if stamps is not None else no_stamp,
+            )
+            for row, index, value in zip(rows, inputs, values, strict=True)
+        ]
         for index in sorted(failures):
             code, message = failures[index]
             stamp = stamps[index] if stamps is not None else []
