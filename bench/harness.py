@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
@@ -33,10 +34,12 @@ from aiokafka.partitioner import DefaultPartitioner
 from bench.measure import window
 from bench.worker import MIB, Spec
 from processor.broker import FAST_GROUP, EmbeddedBroker, create_topics
-from processor.samples import readings
+from processor.samples import REGIONS, readings
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("raw", "raw_batch", "naive", "processor", "scale", "burst")
+SCENARIOS = ("raw", "raw_batch", "naive", "processor", "scale", "burst", "geofence")
+WATERSHEDS = 1_000  # polygons of the geofence scenario
+WATERSHED_VERTICES = 300
 POLL_S = 0.1
 STOP_TIMEOUT_S = 60.0
 
@@ -83,10 +86,45 @@ def plan(name: str, options: Options) -> Plan:
             "memory_limit_mb": str(options.burst_memory_mb),
         }
         return Plan("processor", settings={**overrides, **burst}, burst=True)
+    if name == "geofence":
+        fences = watersheds(options.out / "watersheds.geojson")
+        tagging = {"geofences": str(fences), "outside_policy": "pass"}
+        return Plan("processor", settings={**overrides, **tagging})
     if name in ("raw", "raw_batch"):
         tuning = {"max_records": options.raw_max_records, "in_flight": options.raw_in_flight}
         return Plan(name, tuning=tuning)
     return Plan(name)
+
+
+def watersheds(path: Path) -> Path:
+    """1,000 watershed-like polygons (~300 vertices, overlapping) over the sample regions."""
+    if path.exists():
+        return path
+    rng = np.random.default_rng(11)
+    per_region = WATERSHEDS // len(REGIONS)
+    features = []
+    for name, (west, south, east, north) in REGIONS.items():
+        side = int(np.ceil(np.sqrt(per_region)))
+        step_x, step_y = (east - west) / side, (north - south) / side
+        for i in range(per_region):
+            cx = west + (i % side + 0.5) * step_x
+            cy = south + (i // side + 0.5) * step_y
+            angles = np.linspace(0, 2 * np.pi, WATERSHED_VERTICES, endpoint=False)
+            wobble = 0.75 + 0.15 * np.sin(angles * rng.integers(3, 9)) + rng.uniform(0, 0.05)
+            ring = np.c_[
+                cx + wobble * step_x * np.cos(angles), cy + wobble * step_y * np.sin(angles)
+            ]
+            coordinates = [[*map(float, p)] for p in (*ring, ring[0])]
+            features.append(
+                {
+                    "type": "Feature",
+                    "properties": {"id": f"{name}-{i:04d}"},
+                    "geometry": {"type": "Polygon", "coordinates": [coordinates]},
+                }
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
 
 
 @dataclass(slots=True)

@@ -59,7 +59,7 @@ def _burst(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ratios(summary: dict[str, Any]) -> dict[str, float]:
     found: dict[str, float] = {}
-    pairs = [*RATIOS, ("scale", "processor")]
+    pairs = [*RATIOS, ("scale", "processor"), ("geofence", "raw"), ("geofence", "raw_batch")]
     for top, bottom in pairs:
         a = summary.get(top, {}).get("rate")
         b = summary.get(bottom, {}).get("rate")
