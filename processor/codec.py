@@ -340,7 +340,7 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
     values: list[bytes] = []
     for i, document in enumerate(documents):
         record = records[i]
-        if regions is not None or not isinstance(document, bytes):
+        if not isinstance(document, bytes):
             tags = regions[i] if regions is not None else None
             values.append(encode_point(document, x[i], y[i], crs, record, tags))
             continue
@@ -352,9 +352,11 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
                 _encoder.encode(record.topic),
                 record.partition,
             )
+        head = document[: document.rindex(b"}")]
+        if regions is not None:
+            head = b'%s,"regions":%s' % (head, _encoder.encode(regions[i]))
         values.append(
-            b'%s,"x":%s,"y":%s%s%d}}'
-            % (document[: document.rindex(b"}")], x_text[i], y_text[i], source, record.offset)
+            b'%s,"x":%s,"y":%s%s%d}}' % (head, x_text[i], y_text[i], source, record.offset)
         )
     return values
 
