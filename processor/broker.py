@@ -85,14 +85,14 @@ class EmbeddedBroker:
             log.close()  # the child has its own descriptor
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise BrokerUnavailableError(f"embedded broker exited ({self._process.returncode})")
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return self
-            time.sleep(0.02)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # poll: did it exit instead?
+                code = self._process.wait(timeout=0.02)
+                raise BrokerUnavailableError(f"embedded broker exited ({code})")
         self.stop()
         raise BrokerUnavailableError(f"embedded broker did not listen on {self.port}")
 
