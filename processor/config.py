@@ -102,11 +102,11 @@ class Settings(BaseSettings):
 
     # Flow control
     buffer_max_records: int = Field(
-        10_000, ge=10, description="Records held in memory between fetch and broker ack"
+        50_000, ge=10, description="Records held in memory between fetch and broker ack"
     )
     buffer_high: float = Field(0.8, gt=0, le=1, description="Pause above this buffer fill")
     buffer_low: float = Field(0.3, ge=0, lt=1, description="Resume below this buffer fill")
-    batch_max_records: int = Field(2_000, ge=1, description="Records per spatial batch")
+    batch_max_records: int = Field(10_000, ge=1, description="Records per spatial batch")
     stage_delay_ms: float = Field(
         0.0, ge=0, description="Artificial delay per batch: simulates a slow stage (tests, demo)"
     )
