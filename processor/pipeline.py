@@ -366,6 +366,7 @@ class Processor:
         if in_memory:
             cut = records[in_memory].offset if in_memory < kept else end
             self.buffer.put(Chunk(tp, records[:in_memory], records[0].offset, cut, tracker))
+            self._apply_flow()  # pause as soon as a watermark is crossed, not after the fetch
         if spilled:
             self.stats.spilled += spilled
             log.info("spilled", extra=_where(tp, offset=records[in_memory].offset, records=spilled))
