@@ -8,7 +8,7 @@ the input's end offsets) and then writes a JSON result:
   threads). ``done`` is the records committed (the raw and naive loops commit as soon as the
   broker acknowledged their sends) or, for the processor, the records finished (published or
   dead-lettered, and acknowledged), sampled every 5 ms;
-- ``peak_rss_bytes``: ``getrusage(RUSAGE_SELF).ru_maxrss`` at exit;
+- ``peak_rss_bytes``: the worker's own peak RSS (``VmHWM``) at exit;
 - scenario extras (the processor's summary, the burst's pause timings).
 """
 
@@ -405,6 +405,15 @@ SCENARIOS: dict[str, Callable[[Spec, Progress, asyncio.Event], Awaitable[dict[st
 }
 
 
+def peak_rss_bytes() -> int:
+    """This process's own peak RSS (VmHWM). ``ru_maxrss`` would not do: Linux carries it over
+    from the parent across fork and exec, so every worker would report the harness's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 async def run(spec: Spec) -> dict[str, Any]:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -416,7 +425,7 @@ async def run(spec: Spec) -> dict[str, Any]:
         "scenario": spec.scenario,
         "pid": os.getpid(),
         "samples": progress.samples,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
         **extra,
     }
 

@@ -398,7 +398,7 @@ class Processor:
             for piece in pieces:
                 self.buffer.put(Chunk(tp, piece.records, piece.first, piece.end, tracker))
                 self.stats.replayed += len(piece.records)
-            self._update_gauges()
+            self._apply_flow()
 
     async def _restart_partition(self, tp: TopicPartition) -> None:
         """Forget everything held for ``tp`` and fetch again from its commit point."""
