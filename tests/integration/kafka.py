@@ -166,6 +166,18 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
     return {p: offset for p, offset in found.items() if offset is not None}
 
 
+async def wait_committed_at_end(
+    bootstrap: str, topics: Topics, deadline_s: float = DEADLINE_S
+) -> None:
+    """Wait until the group's committed offsets equal the input's end offsets."""
+    ends = await end_offsets(bootstrap, topics.input)
+
+    async def at_end() -> bool:
+        return await committed_offsets(bootstrap, topics.group, topics.input) == ends
+
+    await wait_for(at_end, deadline_s, "commits at the end offsets")
+
+
 async def wait_for(
     condition: Callable[[], Any], deadline_s: float = DEADLINE_S, what: str = "condition"
 ) -> None:

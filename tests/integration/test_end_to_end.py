@@ -17,11 +17,10 @@ from processor.pipeline import Processor
 from processor.samples import readings
 from tests.integration.kafka import (
     Topics,
-    committed_offsets,
-    end_offsets,
     produce,
     read_all,
     settings_for,
+    wait_committed_at_end,
     wait_for,
 )
 
@@ -47,10 +46,7 @@ async def test_every_reading_is_published_or_dead_lettered(
     processor = Processor(settings_for(bootstrap, topics, tmp_path))
     running = asyncio.create_task(processor.run())
     await wait_for(lambda: processor.stats.finished >= len(sample), what="all processed")
-    ends = await end_offsets(bootstrap, topics.input)
-    await wait_for(
-        lambda: _committed_at(bootstrap, topics, ends), what="commits at the end offsets"
-    )
+    await wait_committed_at_end(bootstrap, topics)
     processor.stop()
     assert await running == 0
 
@@ -77,10 +73,6 @@ async def test_every_reading_is_published_or_dead_lettered(
     assert np.abs(np.array([d["y"] for d in documents]) - y).max() < 1e-6
     sources = {(d["source"]["partition"], d["source"]["offset"]) for d in documents}
     assert len(sources) == len(documents)
-
-
-async def _committed_at(bootstrap: str, topics: Topics, ends: dict[int, int]) -> bool:
-    return await committed_offsets(bootstrap, topics.group, topics.input) == ends
 
 
 async def test_outputs_of_a_partition_keep_input_order(

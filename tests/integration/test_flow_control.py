@@ -24,6 +24,7 @@ from tests.integration.kafka import (
     produce,
     read_all,
     settings_for,
+    wait_committed_at_end,
     wait_for,
 )
 
@@ -70,12 +71,7 @@ async def test_burst_keeps_the_buffer_and_memory_bounded(
     )
     member = ProcessorProcess(settings, tmp_path / "burst.log")
     try:
-        ends = await end_offsets(bootstrap, topics.input)
-
-        async def committed_at_end() -> bool:
-            return await committed_offsets(bootstrap, topics.group, topics.input) == ends
-
-        await wait_for(committed_at_end, deadline_s=300, what="commits at the end offsets")
+        await wait_committed_at_end(bootstrap, topics, deadline_s=300)
         member.signal(signal.SIGTERM)
         assert await member.wait() == 0
     finally:

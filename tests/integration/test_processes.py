@@ -17,11 +17,10 @@ from processor.samples import readings
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,
-    committed_offsets,
-    end_offsets,
     produce,
     read_all,
     settings_for,
+    wait_committed_at_end,
     wait_for,
 )
 
@@ -48,15 +47,10 @@ async def _all_accounted(bootstrap: str, topics: Topics, valid: int, invalid: in
     """Every input on the output or the DLQ at least once, and commits at the end offsets."""
     points = await read_all(bootstrap, topics.output, lambda got: len(_sources(got)) >= valid)
     letters = await read_all(bootstrap, topics.dlq, lambda got: len(_sources(got)) >= invalid)
-    ends = await end_offsets(bootstrap, topics.input)
     assert len(_sources(points)) == valid
     assert len(_sources(letters)) == invalid
     assert not set(_sources(points)) & set(_sources(letters))
-
-    async def committed_at_end() -> bool:
-        return await committed_offsets(bootstrap, topics.group, topics.input) == ends
-
-    await wait_for(committed_at_end, what="commits at the end offsets")
+    await wait_committed_at_end(bootstrap, topics)
 
 
 async def test_kill_9_mid_stream_then_restart_loses_nothing(
