@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -36,8 +36,8 @@ class DeadLetterCode(StrEnum):
     UNKNOWN_CRS = "unknown_crs"
 
 
-class RecordLike(Protocol):
-    """What the codec needs of a consumed record (aiokafka's ConsumerRecord has it)."""
+class Located(Protocol):
+    """Where a consumed record came from: what the ``source`` of an output names."""
 
     @property
     def topic(self) -> str: ...
@@ -45,12 +45,31 @@ class RecordLike(Protocol):
     def partition(self) -> int: ...
     @property
     def offset(self) -> int: ...
+
+
+class Consumed(Located, Protocol):
+    """A consumed record's payload and where it came from: all a dead letter needs."""
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class RecordLike(Consumed, Protocol):
+    """What the processor needs of a consumed record (aiokafka's ConsumerRecord has it)."""
+
     @property
     def key(self) -> bytes | None: ...
     @property
-    def value(self) -> bytes | None: ...
-    @property
     def headers(self) -> Any: ...
+
+
+class Where(NamedTuple):
+    """A :class:`Consumed` built from columns, for the rows that need one."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None = None
 
 
 _SensorId = Annotated[str, msgspec.Meta(min_length=1, max_length=SENSOR_ID_MAX)]
@@ -291,8 +310,8 @@ def _json_type(value: object) -> str:
     return "object"
 
 
-def source_of(record: RecordLike) -> dict[str, Any]:
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+def source_of(where: Located) -> dict[str, Any]:
+    return {"topic": where.topic, "partition": where.partition, "offset": where.offset}
 
 
 def encode_point(  # noqa: PLR0917 - hot path: positional on purpose
@@ -300,19 +319,17 @@ def encode_point(  # noqa: PLR0917 - hot path: positional on purpose
     x: float,
     y: float,
     crs: str,
-    record: RecordLike,
+    where: Located,
     regions: list[str] | None = None,
 ) -> bytes:
     """The output contract: the input document plus x, y, crs, source (and regions)."""
     if isinstance(document, bytes):
-        added = _Appended(
-            x, y, crs, _Source(record.topic, record.partition, record.offset), regions
-        )
+        added = _Appended(x, y, crs, _Source(where.topic, where.partition, where.offset), regions)
         return b"%s,%s" % (document[: document.rindex(b"}")], _encoder.encode(added)[1:])
     document["x"] = x
     document["y"] = y
     document["crs"] = crs
-    document["source"] = source_of(record)
+    document["source"] = source_of(where)
     if regions is not None:
         document["regions"] = regions
     return _encoder.encode(document)
@@ -323,10 +340,11 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
     x: list[float],
     y: list[float],
     crs: str,
-    records: list[RecordLike],
+    where: tuple[list[str], list[int], list[int]],
     regions: list[list[str]] | None = None,
 ) -> list[bytes]:
-    """Output values for a batch of accepted rows (all lists aligned).
+    """Output values for a batch of accepted rows (all lists aligned; ``where`` holds the
+    topic, partition and offset columns).
 
     Plain records take the fast path: their bytes with the new fields appended, the floats
     formatted by one msgspec call per column rather than one per record.
@@ -336,32 +354,30 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
     x_text = _encoder.encode(x)[1:-1].split(b",")
     y_text = _encoder.encode(y)[1:-1].split(b",")
     crs_text = _encoder.encode(crs)
+    topics, partitions, offsets = where
     sources: dict[tuple[str, int], bytes] = {}
     values: list[bytes] = []
     for i, document in enumerate(documents):
-        record = records[i]
+        topic, partition = topics[i], partitions[i]
         if not isinstance(document, bytes):
             tags = regions[i] if regions is not None else None
-            values.append(encode_point(document, x[i], y[i], crs, record, tags))
+            located = Where(topic, partition, offsets[i])
+            values.append(encode_point(document, x[i], y[i], crs, located, tags))
             continue
-        where = (record.topic, record.partition)
-        source = sources.get(where)
+        source = sources.get((topic, partition))
         if source is None:
-            source = sources[where] = b',"crs":%s,"source":{"topic":%s,"partition":%d,"offset":' % (
-                crs_text,
-                _encoder.encode(record.topic),
-                record.partition,
+            source = sources[topic, partition] = (
+                b',"crs":%s,"source":{"topic":%s,"partition":%d,"offset":'
+                % (crs_text, _encoder.encode(topic), partition)
             )
         head = document[: document.rindex(b"}")]
         if regions is not None:
             head = b'%s,"regions":%s' % (head, _encoder.encode(regions[i]))
-        values.append(
-            b'%s,"x":%s,"y":%s%s%d}}' % (head, x_text[i], y_text[i], source, record.offset)
-        )
+        values.append(b'%s,"x":%s,"y":%s%s%d}}' % (head, x_text[i], y_text[i], source, offsets[i]))
     return values
 
 
-def encode_dead_letter(record: RecordLike, code: DeadLetterCode, message: str) -> bytes:
+def encode_dead_letter(record: Consumed, code: DeadLetterCode, message: str) -> bytes:
     """The dead-letter contract: the reason, where it came from, and the untouched payload.
 
     Only a ``too_large`` payload is cut to its first ``TOO_LARGE_KEPT_BYTES`` (flagged with

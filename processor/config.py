@@ -102,11 +102,17 @@ class Settings(BaseSettings):
 
     # Flow control
     buffer_max_records: int = Field(
-        50_000, ge=10, description="Records held in memory between fetch and broker ack"
+        100_000, ge=10, description="Records held in memory between fetch and broker ack"
     )
     buffer_high: float = Field(0.8, gt=0, le=1, description="Pause above this buffer fill")
     buffer_low: float = Field(0.3, ge=0, lt=1, description="Resume below this buffer fill")
-    batch_max_records: int = Field(10_000, ge=1, description="Records per spatial batch")
+    batch_max_records: int = Field(5_000, ge=1, description="Records per spatial batch")
+    stage_processes: int | None = Field(
+        None,
+        ge=0,
+        description="Worker processes of the spatial stage; 0 runs it in a thread "
+        "(default: 1 when 2 or more CPUs are available, else 0)",
+    )
     stage_delay_ms: float = Field(
         0.0, ge=0, description="Artificial delay per batch: simulates a slow stage (tests, demo)"
     )

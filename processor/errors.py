@@ -7,7 +7,9 @@
     ├── BrokerUnavailableError     the Kafka cluster cannot be reached at start-up
     ├── DeliveryFailedError        the broker did not acknowledge a write; nothing past it is
     │                              committed and the processor stops so a restart re-reads it
-    └── SpillError                 a spill segment could not be written or read
+    ├── SpillError                 a spill segment could not be written or read
+    └── StageWorkerError           a stage worker process died; the processor stops (exit 1)
+                                   and a restart re-reads everything not yet committed
 
 A bad *record* is never an exception: it becomes a dead letter (see ``codec.DeadLetterCode``).
 """
@@ -33,3 +35,7 @@ class DeliveryFailedError(ProcessorError):
 
 class SpillError(ProcessorError):
     """The spill directory could not be used."""
+
+
+class StageWorkerError(ProcessorError):
+    """A worker process of the spatial stage died or could not start."""

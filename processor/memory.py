@@ -1,13 +1,14 @@
 """The memory budget and how much of it is used, in a way that means something in a container.
 
 Budget: ``PROCESSOR_MEMORY_LIMIT_MB`` if set, else the cgroup limit (v2, then v1) when there is
-one, else a quarter of the machine. Usage: the process RSS, or, when the budget is the
-cgroup's, the cgroup working set (usage minus inactive page cache, as the kubelet counts it),
-since that is what the OOM killer compares with the limit.
+one, else a quarter of the machine. Usage: the RSS of the process and its stage workers, or,
+when the budget is the cgroup's, the cgroup working set (usage minus inactive page cache, as
+the kubelet counts it), since that is what the OOM killer compares with the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,22 +48,26 @@ class CgroupFiles:
         return max(0, usage - inactive)
 
 
+def cgroup_path(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> Path:
+    """This process's cgroup v2 directory (``root`` itself when it has none of its own)."""
+    try:
+        for line in proc_cgroup.read_text().splitlines():
+            if line.startswith("0::"):
+                return root / line[3:].lstrip("/")
+    except OSError:
+        pass
+    return root
+
+
 def find_cgroup(
     root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")
 ) -> CgroupFiles | None:
     """The cgroup files that limit this process, v2 first, or None outside a limit."""
-    relative = ""
-    try:
-        for line in proc_cgroup.read_text().splitlines():
-            if line.startswith("0::"):
-                relative = line[3:].lstrip("/")
-    except OSError:
-        pass
     candidates = [
         CgroupFiles(
             base / "memory.max", base / "memory.current", base / "memory.stat", "inactive_file"
         )
-        for base in dict.fromkeys([root / relative, root])
+        for base in dict.fromkeys([cgroup_path(root, proc_cgroup), root])
     ]
     v1 = root / "memory"
     candidates.append(
@@ -102,4 +107,8 @@ class MemoryProbe:
                 return self._cgroup.working_set()
             except (OSError, ValueError):
                 pass
-        return int(self._process.memory_info().rss)
+        used = int(self._process.memory_info().rss)
+        for child in self._process.children(recursive=True):  # stage worker processes
+            with contextlib.suppress(psutil.Error):  # exited since listed
+                used += int(child.memory_info().rss)
+        return used

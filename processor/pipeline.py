@@ -39,18 +39,18 @@ from processor.errors import (
     BrokerUnavailableError,
     ConfigError,
     DeliveryFailedError,
+    ProcessorError,
     SpillError,
 )
 from processor.flow import FlowController, FlowLimits, FlowSnapshot, PauseReason
-from processor.geofence import Geofences
 from processor.memory import MemoryProbe, find_cgroup
 from processor.observer import BatchObserver, BatchTrace, Unobserved
 from processor.offsets import OffsetTracker
 from processor.publisher import Publisher
-from processor.spatial import Reprojector
 from processor.spill import SpillStore
-from processor.stage import SpatialStage, StageResult
+from processor.stage import StageInput, StageOutput, StageResult, assemble
 from processor.stats import Stats
+from processor.workers import make_runner
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -85,17 +85,7 @@ class Processor:
         self.settings = settings
         self.observer = observer or Unobserved()
         self.stats = Stats(buffer_max=settings.buffer_max_records)
-        geofences = (
-            Geofences.load(settings.geofences, settings.geofence_id_field, settings.target_crs)
-            if settings.geofences is not None
-            else None
-        )
-        self.stage = SpatialStage(
-            Reprojector(settings.target_crs),
-            settings.max_payload_bytes,
-            geofences,
-            settings.outside_policy,
-        )
+        self.runner = make_runner(settings)
         self.memory = memory or MemoryProbe(settings.memory_limit_mb, find_cgroup())
         self.stats.memory_budget = self.memory.budget
         self.flow: FlowController[TopicPartition] = FlowController(
@@ -140,6 +130,11 @@ class Processor:
 
     async def start(self) -> Publisher:
         settings = self.settings
+        try:
+            await self.runner.start()
+        except ProcessorError:
+            await self.runner.close()
+            raise
         self._producer = make_producer(settings)
         self._consumer = make_consumer(settings, self.memory.budget)
         client_log = logging.getLogger("aiokafka")
@@ -236,6 +231,7 @@ class Processor:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.stop()
+        await self.runner.close()
 
     def _check_task(self, task: asyncio.Task[Any]) -> None:
         """A loop that dies of a bug must stop the processor, not leave it silently wedged."""
@@ -299,6 +295,9 @@ class Processor:
             for tp, records in fetched.items():
                 await self._admit(tp, records)
             self._apply_flow()
+            # getmany returns without suspending while prefetched records remain: yield, or
+            # this loop keeps the event loop to itself and staging and publishing starve.
+            await asyncio.sleep(0)
 
     def _snapshot(self) -> FlowSnapshot[TopicPartition]:
         spilled = {TopicPartition(t, p) for t, p in self.spill.partitions()}
@@ -413,13 +412,14 @@ class Processor:
     # processing ------------------------------------------------------------------------
 
     async def _process_loop(self, publisher: Publisher) -> None:
-        """Stage batches while the previous one is being published: two tasks, one hand-off.
+        """Stage batches while earlier ones are being published: two tasks, one hand-off.
 
         Publishing waits on the producer (one batch in flight per partition), staging on the
-        CPU; overlapping them keeps both busy. The hand-off holds at most two batches, and
-        their records still count against the buffer until acknowledged.
+        CPU (another core, with stage processes); overlapping them keeps both busy. The
+        hand-off holds a few batches in submission order, and their records still count
+        against the buffer until acknowledged.
         """
-        staged: asyncio.Queue[_Staged | None] = asyncio.Queue(maxsize=2)
+        staged: asyncio.Queue[_Staged | None] = asyncio.Queue(maxsize=1 + self.runner.parallelism)
         publishing = asyncio.create_task(self._publish_loop(publisher, staged), name="publish")
         try:
             await self._stage_loop(staged)
@@ -435,30 +435,30 @@ class Processor:
             if not chunks:
                 return
             started = time.perf_counter()
+            batch = StageInput([], [], [], [])
+            for chunk in chunks:
+                batch.extend(chunk.tp.topic, chunk.tp.partition, chunk.records)
             records = [record for chunk in chunks for record in chunk.records]
             trace = self.observer.begin(records, sorted({chunk.tp.partition for chunk in chunks}))
             if delay:
                 await asyncio.sleep(delay)
-            # In a worker thread: heavy geometry (shapely releases the GIL) must not stall
-            # the loop that heartbeats, fetches and acknowledges.
-            result = await asyncio.to_thread(self.stage.process, records, trace.stamps)
-            await staged.put(_Staged(chunks, result, started, trace))
+            computing = asyncio.ensure_future(self.runner.compute(batch))
+            await staged.put(_Staged(chunks, records, computing, started, trace))
 
     async def _publish_loop(
         self, publisher: Publisher, staged: asyncio.Queue[_Staged | None]
     ) -> None:
         while (batch := await staged.get()) is not None:
+            result = assemble(batch.records, batch.trace.stamps, await batch.computing)
             try:
-                futures = await publisher.publish(self.settings.output_topic, batch.result.points)
-                futures += await publisher.publish(
-                    self.settings.dlq_topic, batch.result.dead_letters
-                )
+                futures = await publisher.publish(self.settings.output_topic, result.points)
+                futures += await publisher.publish(self.settings.dlq_topic, result.dead_letters)
             except KafkaError as exc:
-                batch.trace.end(batch.result, time.perf_counter() - batch.started, exc)
+                batch.trace.end(result, time.perf_counter() - batch.started, exc)
                 self._fail(DeliveryFailedError(f"cannot produce: {exc!r}"))
                 return
             task = asyncio.create_task(
-                self._acknowledged(batch.chunks, futures, batch.result, batch.started, batch.trace)
+                self._acknowledged(batch.chunks, futures, result, batch.started, batch.trace)
             )
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
@@ -547,10 +547,11 @@ class Processor:
 
 @dataclass(slots=True)
 class _Staged:
-    """A processed batch on its way to the producer."""
+    """A batch being processed, on its way to the producer."""
 
     chunks: list[Chunk[TopicPartition]]
-    result: StageResult
+    records: list[Any]
+    computing: asyncio.Future[StageOutput]
     started: float
     trace: BatchTrace
 

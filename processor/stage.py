@@ -1,7 +1,8 @@
 """The spatial stage: one batch of consumed records in, points and dead letters out.
 
 Pure and synchronous; decoding is per record (inside msgspec), everything geometric is one
-vectorized call per batch.
+vectorized call per batch. :meth:`SpatialStage.compute` takes and returns plain columns so
+that it can run in a worker process; :func:`assemble` turns its output into messages.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from processor.codec import (
     DeadLetterCode,
     Headers,
     RecordLike,
+    Where,
     decode_batch,
     encode_dead_letter,
     encode_points,
 )
+from processor.config import Settings
 from processor.geofence import Geofences
 from processor.spatial import Projection, Reprojector
 
@@ -28,6 +31,45 @@ from processor.spatial import Projection, Reprojector
 Outgoing = tuple[bytes | None, bytes, Headers]
 
 ERROR_HEADER = "dlq.error.code"
+_WARM_UP = b'{"sensor_id":"warm-up","timestamp":"2026-01-01T00:00:00Z","latitude":0,"longitude":0}'
+
+
+@dataclass(slots=True)
+class StageInput:
+    """A batch as the stage needs it: plain columns, cheap to hand to a worker process."""
+
+    values: list[bytes | None]
+    topics: list[str]
+    partitions: list[int]
+    offsets: list[int]
+
+    @classmethod
+    def of(cls, records: Sequence[RecordLike]) -> StageInput:
+        return cls(
+            [r.value for r in records],
+            [r.topic for r in records],
+            [r.partition for r in records],
+            [r.offset for r in records],
+        )
+
+    def extend(self, topic: str, partition: int, records: Sequence[RecordLike]) -> None:
+        """Add a run of records of one partition."""
+        self.values += [r.value for r in records]
+        self.topics += [topic] * len(records)
+        self.partitions += [partition] * len(records)
+        self.offsets += [r.offset for r in records]
+
+
+@dataclass(slots=True)
+class StageOutput:
+    """What the stage made of a batch, by input row: points, then dead letters."""
+
+    rows: list[int] = field(default_factory=list)  # input row of each point, ascending
+    keys: list[bytes] = field(default_factory=list)  # each point's key: its sensor_id
+    values: list[bytes] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)  # input row of each dead letter, ascending
+    codes: list[DeadLetterCode] = field(default_factory=list)
+    letters: list[bytes] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -50,19 +92,38 @@ class SpatialStage:
         self._geofences = geofences
         self._outside_is_dead = outside_policy == "dead_letter"
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SpatialStage:
+        """The stage ``settings`` describe; a bad geofence file raises ConfigError."""
+        geofences = (
+            Geofences.load(settings.geofences, settings.geofence_id_field, settings.target_crs)
+            if settings.geofences is not None
+            else None
+        )
+        return cls(
+            Reprojector(settings.target_crs),
+            settings.max_payload_bytes,
+            geofences,
+            settings.outside_policy,
+        )
+
     @property
     def crs(self) -> str:
         return self._reprojector.name
 
+    def warm_up(self) -> None:
+        """Build the transformer and fill the caches now, not on the first real batch."""
+        self.compute(StageInput([_WARM_UP], ["warm-up"], [0], [0]))
+
     def process(
         self, records: Sequence[RecordLike], stamps: Sequence[Headers] | None = None
     ) -> StageResult:
-        """Points in input order (key = sensor_id); every other record becomes a dead letter.
+        """Points in input order (key = sensor_id); every other record becomes a dead letter."""
+        return assemble(records, stamps, self.compute(StageInput.of(records)))
 
-        ``stamps[i]``, when given, are the headers of record ``i``'s output (shared, never
-        mutated); on a dead letter they replace the input headers of the same names.
-        """
-        columns, rejections = decode_batch([r.value for r in records], self._max_bytes)
+    def compute(self, batch: StageInput) -> StageOutput:
+        """The pure part of :meth:`process`: columns in, columns out (runs in any process)."""
+        columns, rejections = decode_batch(batch.values, self._max_bytes)
         projection = self._reprojector.project(columns.x, columns.y, columns.source_crs)
         failures = {r.index: (r.code, r.message) for r in rejections}
         for row, code, message in projection.codes:
@@ -76,33 +137,27 @@ class SpatialStage:
                     failures[columns.index[row]] = (DeadLetterCode.OUTSIDE_AREA, message)
         if columns.source_crs is not None:
             _add_wgs84(columns.documents, columns.source_crs, projection)
-        result = StageResult()
-        rows = np.flatnonzero(projection.ok).tolist()
-        inputs = [columns.index[row] for row in rows]
-        values = encode_points(
-            [columns.documents[row] for row in rows],
-            projection.x[rows].tolist(),
-            projection.y[rows].tolist(),
+        accepted = np.flatnonzero(projection.ok).tolist()
+        output = StageOutput()
+        output.rows = rows = [columns.index[row] for row in accepted]
+        topics, partitions, offsets = batch.topics, batch.partitions, batch.offsets
+        output.values = encode_points(
+            [columns.documents[row] for row in accepted],
+            projection.x[accepted].tolist(),
+            projection.y[accepted].tolist(),
             self._reprojector.name,
-            [records[index] for index in inputs],
-            [regions[row] for row in rows] if regions is not None else None,
+            ([topics[i] for i in rows], [partitions[i] for i in rows], [offsets[i] for i in rows]),
+            [regions[row] for row in accepted] if regions is not None else None,
         )
         sensor_ids = columns.sensor_ids
-        no_stamp: Headers = []
-        result.points = [
-            (
-                sensor_ids[row].encode(),
-                value,
-                stamps[index] if stamps is not None else no_stamp,
-            )
-            for row, index, value in zip(rows, inputs, values, strict=True)
-        ]
+        output.keys = [sensor_ids[row].encode() for row in accepted]
         for index in sorted(failures):
             code, message = failures[index]
-            stamp = stamps[index] if stamps is not None else []
-            result.dead_letters.append(self._dead_letter(records[index], code, message, stamp))
-            result.codes[code.value] += 1
-        return result
+            where = Where(topics[index], partitions[index], offsets[index], batch.values[index])
+            output.failed.append(index)
+            output.codes.append(code)
+            output.letters.append(encode_dead_letter(where, code, message))
+        return output
 
     def _regions(self, projection: Projection) -> list[list[str]] | None:
         """Geofence ids per row (one vectorized tree query), or None without geofences."""
@@ -116,14 +171,34 @@ class SpatialStage:
             regions[row] = tags
         return regions
 
-    @staticmethod
-    def _dead_letter(
-        record: RecordLike, code: DeadLetterCode, message: str, stamp: Headers
-    ) -> Outgoing:
+
+def assemble(
+    records: Sequence[RecordLike], stamps: Sequence[Headers] | None, output: StageOutput
+) -> StageResult:
+    """The messages to produce for ``output``, with the keys and headers of ``records``.
+
+    ``stamps[i]``, when given, are the headers of record ``i``'s output (shared, never
+    mutated); on a dead letter they replace the input headers of the same names.
+    """
+    result = StageResult()
+    if stamps is None:
+        no_stamp: Headers = []
+        pairs = zip(output.keys, output.values, strict=True)
+        result.points = [(key, value, no_stamp) for key, value in pairs]
+    else:
+        result.points = [
+            (key, value, stamps[row])
+            for key, value, row in zip(output.keys, output.values, output.rows, strict=True)
+        ]
+    for row, code, letter in zip(output.failed, output.codes, output.letters, strict=True):
+        record = records[row]
+        stamp = stamps[row] if stamps is not None else []
         replaced = {name for name, _ in stamp}
         kept = [header for header in record.headers or () if header[0] not in replaced]
         headers = [*kept, *stamp, (ERROR_HEADER, code.value.encode())]
-        return record.key, encode_dead_letter(record, code, message), headers
+        result.dead_letters.append((record.key, letter, headers))
+        result.codes[code.value] += 1
+    return result
 
 
 def _add_wgs84(

@@ -617,7 +617,7 @@ def test_kafka_and_processor_settings_become_env(chart: helm.Chart) -> None:
             "enableIdempotence": False,
             "acks": 1,
         },
-        "processor": {"targetCrs": "EPSG:25832", "bufferMaxRecords": 50000},
+        "processor": {"targetCrs": "EPSG:25832", "bufferMaxRecords": 100000},
         "spill": {"maxBytes": 5368709120},
     }
     env = env_values(render(chart, values))
@@ -628,7 +628,7 @@ def test_kafka_and_processor_settings_become_env(chart: helm.Chart) -> None:
     assert env["PROCESSOR_ENABLE_IDEMPOTENCE"] == "false"
     assert env["PROCESSOR_ACKS"] == "1"
     assert env["PROCESSOR_TARGET_CRS"] == "EPSG:25832"
-    assert env["PROCESSOR_BUFFER_MAX_RECORDS"] == "50000"
+    assert env["PROCESSOR_BUFFER_MAX_RECORDS"] == "100000"
     assert env["PROCESSOR_SPILL_MAX_BYTES"] == "5368709120", "no float formatting of big ints"
 
 
