@@ -4,17 +4,20 @@ A worker runs until SIGTERM (the harness sends it once the group's committed off
 the input's end offsets) and then writes a JSON result:
 
 - ``samples``: ``[t, done, commits, cpu]`` with ``t`` from ``time.monotonic()`` (system-wide
-  on Linux, so the harness can merge processes) and ``cpu`` the process's CPU seconds (all
-  threads). ``done`` is the records committed (the raw and naive loops commit as soon as the
-  broker acknowledged their sends) or, for the processor, the records finished (published or
-  dead-lettered, and acknowledged), sampled every 5 ms;
-- ``peak_rss_bytes``: the worker's own peak RSS (``VmHWM``) at exit;
+  on Linux, so the harness can merge processes) and ``cpu`` the CPU seconds of the process
+  (all threads) and of the processor's stage worker processes. ``done`` is the records
+  committed (the raw and naive loops commit as soon as the broker acknowledged their sends)
+  or, for the processor, the records finished (published or dead-lettered, and
+  acknowledged), sampled every 5 ms;
+- ``peak_rss_bytes``: the worker's own peak RSS (``VmHWM``) at exit, plus the peaks of the
+  processor's stage worker processes (read just before they stop);
 - scenario extras (the processor's summary, the burst's pause timings).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -69,9 +73,20 @@ class Spec:
 class Progress:
     def __init__(self) -> None:
         self.samples: list[tuple[float, int, int, float]] = []
+        self.children: list[psutil.Process] = []  # the processor's stage workers
 
     def add(self, done: int, commits: int) -> None:
-        self.samples.append((time.monotonic(), done, commits, time.process_time()))
+        self.samples.append(
+            (time.monotonic(), done, commits, time.process_time() + self._child_cpu())
+        )
+
+    def _child_cpu(self) -> float:
+        total = 0.0
+        for child in self.children:
+            with contextlib.suppress(psutil.Error):
+                times = child.cpu_times()
+                total += times.user + times.system
+        return total
 
 
 def _consumer(spec: Spec) -> Any:
@@ -361,6 +376,7 @@ async def run_processor(spec: Spec, progress: Progress, stop: asyncio.Event) -> 
         telemetry.watch(proc.stats)  # as processor.service does; read only when scraped
     probe = PauseProbe(proc) if spec.burst else None
     await proc.start()
+    progress.children = psutil.Process().children(recursive=True)
     stats = proc.stats
 
     async def sample() -> None:
@@ -372,8 +388,12 @@ async def run_processor(spec: Spec, progress: Progress, stop: asyncio.Event) -> 
                 last = now
             await asyncio.sleep(SAMPLE_S)
 
+    workers_peak = 0
+
     async def stop_on_signal() -> None:
+        nonlocal workers_peak
         await stop.wait()
+        workers_peak = sum(peak_rss_bytes(child.pid) for child in progress.children)
         proc.stop()
 
     helpers = [asyncio.create_task(sample()), asyncio.create_task(stop_on_signal())]
@@ -390,6 +410,7 @@ async def run_processor(spec: Spec, progress: Progress, stop: asyncio.Event) -> 
         "summary": proc.summary(),
         "resumes": dict(stats.resumes),
         "memory_limit_mb": settings.memory_limit_mb,
+        "stage_workers_peak_rss_bytes": workers_peak,
     }
     if probe is not None:
         result["crossings"] = probe.crossings
@@ -405,13 +426,14 @@ SCENARIOS: dict[str, Callable[[Spec, Progress, asyncio.Event], Awaitable[dict[st
 }
 
 
-def peak_rss_bytes() -> int:
-    """This process's own peak RSS (VmHWM). ``ru_maxrss`` would not do: Linux carries it over
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """A process's own peak RSS (VmHWM). ``ru_maxrss`` would not do: Linux carries it over
     from the parent across fork and exec, so every worker would report the harness's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if pid == "self" else 0
 
 
 async def run(spec: Spec) -> dict[str, Any]:
@@ -425,7 +447,7 @@ async def run(spec: Spec) -> dict[str, Any]:
         "scenario": spec.scenario,
         "pid": os.getpid(),
         "samples": progress.samples,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes() + extra.pop("stage_workers_peak_rss_bytes", 0),
         **extra,
     }
 

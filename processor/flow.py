@@ -124,9 +124,10 @@ class FlowController(Generic[P]):
 
     def _room(self, snapshot: FlowSnapshot[P], limit: int) -> int:
         """Under memory pressure nothing new is held while anything is buffered; with the
-        buffer empty, pausing frees nothing more, so one batch at a time may come in."""
+        buffer empty, pausing frees nothing more, so one batch at a time may come in (never
+        more than the buffer bound)."""
         if self._memory_paused:
-            return self.limits.trickle if snapshot.buffered == 0 else 0
+            return min(self.limits.trickle, limit) if snapshot.buffered == 0 else 0
         return max(0, limit - snapshot.buffered)
 
     def forget(self, partitions: Iterable[P]) -> None:

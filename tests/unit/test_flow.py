@@ -236,6 +236,12 @@ def test_memory_pressure_with_an_empty_buffer_lets_one_batch_trickle_in() -> Non
     assert flow.memory_room("a", snap(200, used=900)) == 0
 
 
+def test_a_trickle_larger_than_the_buffer_is_cut_to_the_bound() -> None:
+    flow = controller(FlowLimits(buffer_max=1_000, trickle=5_000))
+    flow.decide(snap(0, used=900))
+    assert flow.memory_room("a", snap(0, used=900)) == 1_000
+
+
 def test_replay_room() -> None:
     flow = controller()
     flow.decide(snap(100))
