@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -44,13 +43,6 @@ def stage_workers() -> list[psutil.Process]:
         for child in psutil.Process().children(recursive=True)
         if "spawn_main" in " ".join(child.cmdline())
     ]
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @asynccontextmanager
@@ -164,7 +156,8 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
         parent.wait(DEADLINE_S)
     assert parent.returncode == -signal.SIGKILL
     assert len(workers) == 2
-    wait_for(lambda: not any(w.is_running() and w.status() != "zombie" for w in workers), "exit")
+    _, alive = psutil.wait_procs(workers, timeout=DEADLINE_S)
+    assert alive == [], "stage workers outlived their killed parent"
 
 
 async def test_memory_used_counts_the_workers() -> None:
