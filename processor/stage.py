@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -45,12 +46,10 @@ class StageInput:
 
     @classmethod
     def of(cls, records: Sequence[RecordLike]) -> StageInput:
-        return cls(
-            [r.value for r in records],
-            [r.topic for r in records],
-            [r.partition for r in records],
-            [r.offset for r in records],
-        )
+        batch = cls([], [], [], [])
+        for (topic, partition), run in groupby(records, lambda r: (r.topic, r.partition)):
+            batch.extend(topic, partition, list(run))
+        return batch
 
     def extend(self, topic: str, partition: int, records: Sequence[RecordLike]) -> None:
         """Add a run of records of one partition."""
