@@ -48,7 +48,7 @@ from processor.observer import BatchObserver, BatchTrace, Unobserved
 from processor.offsets import OffsetTracker
 from processor.publisher import Publisher
 from processor.spill import SpillStore
-from processor.stage import StageInput, StageOutput, StageResult, assemble
+from processor.stage import StageDone, StageInput, StageJob, StageResult, finish
 from processor.stats import Stats
 from processor.workers import make_runner
 
@@ -151,11 +151,13 @@ class Processor:
             ) from None
         finally:
             client_log.setLevel(level)
-        self._publisher = Publisher(self._producer)
+        self._publisher = Publisher(
+            self._producer, settings.max_batch_bytes, settings.compression_type
+        )
         for name in ("output_topic", "dlq_topic"):
             topic = getattr(settings, name)
             try:
-                await asyncio.wait_for(self._publisher.partitions(topic), timeout=15)
+                await asyncio.wait_for(self._publisher.partitioner(topic), timeout=15)
             except (TimeoutError, KafkaError, TypeError):
                 await self._close_clients()
                 raise ConfigError(
@@ -422,13 +424,15 @@ class Processor:
         staged: asyncio.Queue[_Staged | None] = asyncio.Queue(maxsize=1 + self.runner.parallelism)
         publishing = asyncio.create_task(self._publish_loop(publisher, staged), name="publish")
         try:
-            await self._stage_loop(staged)
+            await self._stage_loop(publisher, staged)
             await staged.put(None)
             await publishing
         finally:
             publishing.cancel()
 
-    async def _stage_loop(self, staged: asyncio.Queue[_Staged | None]) -> None:
+    async def _stage_loop(
+        self, publisher: Publisher, staged: asyncio.Queue[_Staged | None]
+    ) -> None:
         delay = self.settings.stage_delay_ms / 1000
         while True:
             chunks = await self.buffer.take(self.settings.batch_max_records)
@@ -442,16 +446,17 @@ class Processor:
             trace = self.observer.begin(records, sorted({chunk.tp.partition for chunk in chunks}))
             if delay:
                 await asyncio.sleep(delay)
-            computing = asyncio.ensure_future(self.runner.compute(batch))
+            job = StageJob(batch, trace.stamps, await publisher.spec(self.settings.output_topic))
+            computing = asyncio.ensure_future(self.runner.compute(job))
             await staged.put(_Staged(chunks, records, computing, started, trace))
 
     async def _publish_loop(
         self, publisher: Publisher, staged: asyncio.Queue[_Staged | None]
     ) -> None:
         while (batch := await staged.get()) is not None:
-            result = assemble(batch.records, batch.trace.stamps, await batch.computing)
+            result = finish(batch.records, batch.trace.stamps, await batch.computing)
             try:
-                futures = await publisher.publish(self.settings.output_topic, result.points)
+                futures = await publisher.send(self.settings.output_topic, result.points)
                 futures += await publisher.publish(self.settings.dlq_topic, result.dead_letters)
             except KafkaError as exc:
                 batch.trace.end(result, time.perf_counter() - batch.started, exc)
@@ -481,7 +486,7 @@ class Processor:
             chunk.tracker.finish(chunk.first, chunk.end)
             self.buffer.release(chunk)
         stats = self.stats
-        stats.published += len(result.points)
+        stats.published += result.published
         stats.dead_lettered.update(result.codes)
         stats.batches += 1
         seconds = time.perf_counter() - started
@@ -551,7 +556,7 @@ class _Staged:
 
     chunks: list[Chunk[TopicPartition]]
     records: list[Any]
-    computing: asyncio.Future[StageOutput]
+    computing: asyncio.Future[StageDone]
     started: float
     trace: BatchTrace
 

@@ -1,8 +1,8 @@
 """Producing through aiokafka's batch API, partitioned exactly as ``send()`` would.
 
 One ``send_batch`` per full batch instead of one ``send`` per record is what lets the
-processor run near the client's ceiling. Keys go to partitions by the default murmur2
-partitioner, memoised per key because sensor ids repeat and murmur2 is pure Python.
+processor run near the client's ceiling. Points arrive as finished batches built by the
+stage (:mod:`processor.batches`); dead letters, a few per batch, are filled here.
 """
 
 from __future__ import annotations
@@ -11,43 +11,48 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
-
+from processor.batches import CODECS, BatchSpec, EncodedBatch, KeyPartitioner, PrebuiltBatch
 from processor.stage import Outgoing
-
-_KEY_CACHE_MAX = 200_000
 
 
 class Publisher:
-    def __init__(self, producer: Any) -> None:
+    def __init__(
+        self, producer: Any, max_batch_bytes: int = 16384, compression_type: str = "none"
+    ) -> None:
+        """``max_batch_bytes`` and ``compression_type`` as the producer's, for :meth:`spec`."""
         self._producer = producer
-        self._partitioner = DefaultPartitioner()
-        self._partitions: dict[str, list[int]] = {}
-        self._keys: dict[str, dict[bytes, int]] = {}
+        self._max_bytes = max_batch_bytes
+        self._codec = CODECS[compression_type]
+        self._partitioners: dict[str, KeyPartitioner] = {}
 
-    async def partitions(self, topic: str) -> list[int]:
-        known = self._partitions.get(topic)
+    async def partitioner(self, topic: str) -> KeyPartitioner:
+        """The topic's partitioner (its partitions are looked up once)."""
+        known = self._partitioners.get(topic)
         if known is None:
-            known = sorted(await self._producer.partitions_for(topic))
-            self._partitions[topic] = known
-            self._keys[topic] = {}
+            known = KeyPartitioner(sorted(await self._producer.partitions_for(topic)))
+            self._partitioners[topic] = known
         return known
+
+    async def spec(self, topic: str) -> BatchSpec:
+        """How to frame batches for ``topic`` elsewhere (see :meth:`send`)."""
+        partitioner = await self.partitioner(topic)
+        return BatchSpec(partitioner.partitions, self._max_bytes, self._codec)
+
+    async def send(self, topic: str, batches: Iterable[EncodedBatch]) -> list[asyncio.Future[Any]]:
+        """Queue finished batches in order; the futures resolve when the broker acked them."""
+        producer = self._producer
+        return [
+            await producer.send_batch(PrebuiltBatch(batch), topic, partition=batch.partition)
+            for batch in batches
+        ]
 
     async def publish(self, topic: str, messages: Iterable[Outgoing]) -> list[asyncio.Future[Any]]:
         """Queue ``messages`` in order; the futures resolve when the broker acknowledged them."""
-        partitions = await self.partitions(topic)
-        cache = self._keys[topic]
-        if len(cache) > _KEY_CACHE_MAX:
-            cache.clear()
+        partitioner = await self.partitioner(topic)
         batches: dict[int, Any] = {}
         futures: list[asyncio.Future[Any]] = []
         for key, value, headers in messages:
-            if key is None:
-                partition = self._partitioner(None, partitions, partitions)
-            else:
-                partition = cache.get(key, -1)
-                if partition < 0:
-                    partition = cache[key] = self._partitioner(key, partitions, partitions)
+            partition = partitioner(key)
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = self._producer.create_batch()

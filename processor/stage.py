@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import groupby
 from typing import Any
 
 import numpy as np
 
+from processor.batches import BatchSpec, EncodedBatch, KeyPartitioner, encode_batches
 from processor.codec import (
     DeadLetterCode,
     Headers,
@@ -44,13 +44,6 @@ class StageInput:
     partitions: list[int]
     offsets: list[int]
 
-    @classmethod
-    def of(cls, records: Sequence[RecordLike]) -> StageInput:
-        batch = cls([], [], [], [])
-        for (topic, partition), run in groupby(records, lambda r: (r.topic, r.partition)):
-            batch.extend(topic, partition, list(run))
-        return batch
-
     def extend(self, topic: str, partition: int, records: Sequence[RecordLike]) -> None:
         """Add a run of records of one partition."""
         self.values += [r.value for r in records]
@@ -72,8 +65,31 @@ class StageOutput:
 
 
 @dataclass(slots=True)
+class StageJob:
+    """A batch, and what its points need to become produce batches: what a worker gets."""
+
+    batch: StageInput
+    stamps: Sequence[Headers] | None  # headers of each input row's output, or None
+    spec: BatchSpec  # of the output topic
+
+
+@dataclass(slots=True)
+class StageDone:
+    """A job's points as finished produce batches; its dead letters by input row."""
+
+    points: list[EncodedBatch]
+    published: int
+    failed: list[int]
+    codes: list[DeadLetterCode]
+    letters: list[bytes]
+
+
+@dataclass(slots=True)
 class StageResult:
-    points: list[Outgoing] = field(default_factory=list)
+    """What to produce for a batch: the points' batches and the dead letters."""
+
+    points: list[EncodedBatch] = field(default_factory=list)
+    published: int = 0
     dead_letters: list[Outgoing] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
 
@@ -90,6 +106,7 @@ class SpatialStage:
         self._max_bytes = max_payload_bytes
         self._geofences = geofences
         self._outside_is_dead = outside_policy == "dead_letter"
+        self._partitioners: dict[tuple[int, ...], KeyPartitioner] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SpatialStage:
@@ -114,11 +131,18 @@ class SpatialStage:
         """Build the transformer and fill the caches now, not on the first real batch."""
         self.compute(StageInput([_WARM_UP], ["warm-up"], [0], [0]))
 
-    def process(
-        self, records: Sequence[RecordLike], stamps: Sequence[Headers] | None = None
-    ) -> StageResult:
-        """Points in input order (key = sensor_id); every other record becomes a dead letter."""
-        return assemble(records, stamps, self.compute(StageInput.of(records)))
+    def run(self, job: StageJob) -> StageDone:
+        """Points (key = sensor_id, input order) framed as produce batches; dead letters."""
+        output = self.compute(job.batch)
+        stamps = job.stamps
+        no_stamp: Headers = []
+        headers = [stamps[row] for row in output.rows] if stamps else [no_stamp] * len(output.rows)
+        partitioner = self._partitioners.get(job.spec.partitions)
+        if partitioner is None:
+            partitioner = KeyPartitioner(job.spec.partitions)
+            self._partitioners = {job.spec.partitions: partitioner}  # the topic's current list
+        points = encode_batches(job.spec, output.keys, output.values, headers, partitioner)
+        return StageDone(points, len(output.values), output.failed, output.codes, output.letters)
 
     def compute(self, batch: StageInput) -> StageOutput:
         """The pure part of :meth:`process`: columns in, columns out (runs in any process)."""
@@ -171,25 +195,16 @@ class SpatialStage:
         return regions
 
 
-def assemble(
-    records: Sequence[RecordLike], stamps: Sequence[Headers] | None, output: StageOutput
+def finish(
+    records: Sequence[RecordLike], stamps: Sequence[Headers] | None, done: StageDone
 ) -> StageResult:
-    """The messages to produce for ``output``, with the keys and headers of ``records``.
+    """The job's result with its dead letters as messages: keys and headers of ``records``.
 
     ``stamps[i]``, when given, are the headers of record ``i``'s output (shared, never
     mutated); on a dead letter they replace the input headers of the same names.
     """
-    result = StageResult()
-    if stamps is None:
-        no_stamp: Headers = []
-        pairs = zip(output.keys, output.values, strict=True)
-        result.points = [(key, value, no_stamp) for key, value in pairs]
-    else:
-        result.points = [
-            (key, value, stamps[row])
-            for key, value, row in zip(output.keys, output.values, output.rows, strict=True)
-        ]
-    for row, code, letter in zip(output.failed, output.codes, output.letters, strict=True):
+    result = StageResult(done.points, done.published)
+    for row, code, letter in zip(done.failed, done.codes, done.letters, strict=True):
         record = records[row]
         stamp = stamps[row] if stamps is not None else []
         replaced = {name for name, _ in stamp}

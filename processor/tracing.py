@@ -101,7 +101,7 @@ class TracedBatch:
 
     def end(self, result: StageResult | None, error: Exception | None) -> None:
         if result is not None:
-            self.span.set_attribute("processor.batch.published", len(result.points))
+            self.span.set_attribute("processor.batch.published", result.published)
             self.span.set_attribute("processor.batch.dead_lettered", len(result.dead_letters))
         if error is not None:
             self.span.record_exception(error)

@@ -1,12 +1,13 @@
 """Where the spatial stage runs: a thread of this process, or worker processes.
 
-The event loop's thread does the Kafka side (unpacking fetched records, filling producer
-batches), and that alone keeps one core busy at full speed. Decoding, reprojecting and
-encoding a batch costs about as much again and holds the GIL, so in a thread it halves the
-rate; in a worker process it runs on a core of its own. Batches cross the process boundary
-as columns (:class:`StageInput` / :class:`StageOutput`: lists of bytes and ints, which
-pickle at memcpy speed), and results come back in submission order because the pipeline
-awaits them in that order.
+The event loop's thread does the Kafka side (unpacking fetched records, sending produce
+batches), and that alone keeps one core busy at full speed. Decoding, reprojecting,
+encoding and framing a batch into produce batches costs about as much again and holds the
+GIL, so in a thread it halves the rate; in a worker process it runs on a core of its own.
+Work crosses the process boundary as columns and bytes (:class:`StageJob` in: lists of
+bytes and ints; :class:`StageDone` out: finished record batches), which pickle at memcpy
+speed, and results come back in submission order because the pipeline awaits them in that
+order.
 
 A worker ignores SIGINT/SIGTERM (the parent drains and then stops it) and exits by itself
 if the parent dies, so a ``kill -9`` of the processor leaves no orphans behind.
@@ -28,7 +29,7 @@ from typing import Protocol
 from processor.config import Settings
 from processor.errors import ConfigError, StageWorkerError
 from processor.memory import CGROUP_ROOT, cgroup_path
-from processor.stage import SpatialStage, StageInput, StageOutput
+from processor.stage import SpatialStage, StageDone, StageJob
 
 
 class StageRunner(Protocol):
@@ -38,7 +39,7 @@ class StageRunner(Protocol):
     async def start(self) -> None:
         """Ready to compute (raises ConfigError for a stage the settings cannot build)."""
 
-    async def compute(self, batch: StageInput) -> StageOutput: ...
+    async def compute(self, job: StageJob) -> StageDone: ...
 
     async def close(self) -> None: ...
 
@@ -54,10 +55,10 @@ class ThreadRunner:
     async def start(self) -> None:
         await asyncio.to_thread(self._stage.warm_up)
 
-    async def compute(self, batch: StageInput) -> StageOutput:
+    async def compute(self, job: StageJob) -> StageDone:
         # A thread, not the loop: heavy geometry (shapely releases the GIL) must not stall
         # the loop that heartbeats, fetches and acknowledges.
-        return await asyncio.to_thread(self._stage.compute, batch)
+        return await asyncio.to_thread(self._stage.run, job)
 
     async def close(self) -> None:
         return None
@@ -84,9 +85,9 @@ class ProcessRunner:
         except BrokenProcessPool as exc:
             raise StageWorkerError(f"a stage worker process failed to start: {exc}") from None
 
-    async def compute(self, batch: StageInput) -> StageOutput:
+    async def compute(self, job: StageJob) -> StageDone:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _compute, batch)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, _run, job)
         except BrokenProcessPool as exc:
             raise StageWorkerError(f"a stage worker process died: {exc}") from None
 
@@ -146,7 +147,7 @@ def _ready() -> None:
         raise _failure
 
 
-def _compute(batch: StageInput) -> StageOutput:
+def _run(job: StageJob) -> StageDone:
     if _stage is None:
         raise _failure or StageWorkerError("stage worker not initialised")
-    return _stage.compute(batch)
+    return _stage.run(job)

@@ -11,6 +11,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from pyproj import Transformer
 
 from processor.pipeline import Processor
@@ -26,6 +27,7 @@ from tests.integration.kafka import (
 
 pytestmark = pytest.mark.integration
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+murmur2 = DefaultPartitioner()
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
@@ -59,9 +61,11 @@ async def test_every_reading_is_published_or_dead_lettered(
     point_schema = _validator("point.schema.json")
     letter_schema = _validator("dead-letter.schema.json")
     documents = [json.loads(r.value) for r in points]
+    partitions = [0, 1, 2, 3]
     for record, document in zip(points, documents, strict=True):
         point_schema.validate(document)
         assert record.key == document["sensor_id"].encode()
+        assert record.partition == murmur2(record.key, partitions, partitions)  # as send()
     for record in letters:
         letter_schema.validate(json.loads(record.value))
         assert ("traceparent", header[0][1]) in list(record.headers)
@@ -92,3 +96,22 @@ async def test_outputs_of_a_partition_keep_input_order(
     assert len(by_sensor) == 20
     for offsets in by_sensor.values():
         assert offsets == sorted(offsets)
+
+
+@pytest.mark.parametrize("compression", ["gzip"])
+async def test_compressed_outputs_read_back_whole(
+    bootstrap: str, topics: Topics, tmp_path: Path, compression: str
+) -> None:
+    sample = [(k, v) for k, v, code in readings(2_000, invalid_ratio=0) if not code]
+    await produce(bootstrap, topics.input, sample)
+    settings = settings_for(bootstrap, topics, tmp_path, compression_type=compression)
+    processor = Processor(settings)
+    running = asyncio.create_task(processor.run())
+    points = await read_all(bootstrap, topics.output, len(sample))
+    processor.stop()
+    assert await running == 0
+    documents = [json.loads(r.value) for r in points]
+    assert Counter(d["sensor_id"].encode() for d in documents) == Counter(k for k, _ in sample)
+    assert len({(d["source"]["partition"], d["source"]["offset"]) for d in documents}) == len(
+        sample
+    )

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 import msgspec
+from aiokafka.record.default_records import DefaultRecordBatch
+
+from processor.batches import BatchSpec, EncodedBatch
+from processor.codec import Headers
+from processor.stage import Outgoing, SpatialStage, StageInput, StageJob, StageResult, finish
 
 _encoder = msgspec.json.Encoder()
+#: One output partition, so decoded points keep the input order.
+SPEC = BatchSpec((0,), 1 << 20)
 
 
 @dataclass(slots=True)
@@ -52,3 +62,39 @@ def record(
     headers: list[tuple[str, bytes]] | None = None,
 ) -> Record:
     return Record(topic, partition, offset, key, value, list(headers or []))
+
+
+def messages(batches: Sequence[EncodedBatch]) -> list[Outgoing]:
+    """(key, value, headers) of the records in finished produce batches, batch by batch."""
+    decoded: list[Outgoing] = []
+    for batch in batches:
+        assert DefaultRecordBatch(batch.data).validate_crc()
+        records = [(r.key, r.value, list(r.headers)) for r in DefaultRecordBatch(batch.data)]
+        assert len(records) == batch.records
+        decoded += records
+    return decoded
+
+
+@dataclass(slots=True)
+class Processed:
+    """A batch through the whole stage, as the pipeline runs it, points decoded back."""
+
+    result: StageResult
+    points: list[Outgoing]
+    dead_letters: list[Outgoing]
+    codes: Counter[str]
+
+
+def process(
+    stage: SpatialStage,
+    records: Sequence[Record],
+    stamps: Sequence[Headers] | None = None,
+    spec: BatchSpec = SPEC,
+) -> Processed:
+    batch = StageInput([], [], [], [])
+    for (topic, partition), run in groupby(records, lambda r: (r.topic, r.partition)):
+        batch.extend(topic, partition, list(run))
+    result = finish(records, stamps, stage.run(StageJob(batch, stamps, spec)))
+    points = messages(result.points)
+    assert len(points) == result.published
+    return Processed(result, points, result.dead_letters, result.codes)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from aiokafka import codec
 from pydantic import SecretStr
 
 from processor.config import Settings, env_name, flag_name, load_settings
@@ -211,3 +212,15 @@ def test_every_setting_has_a_description() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, name
         assert env_name(name) == "PROCESSOR_" + name.upper()
+
+
+@pytest.mark.parametrize("name", ["gzip", "snappy", "lz4", "zstd"])
+def test_a_compression_without_its_library_is_refused_at_start(name: str) -> None:
+    available = getattr(codec, f"has_{name}")()
+    if available:
+        assert load_settings({"compression_type": name}).compression_type == name
+        return
+    with pytest.raises(ConfigError) as info:
+        load_settings({"compression_type": name})
+    assert_one_line(info.value, "PROCESSOR_COMPRESSION_TYPE")
+    assert f"aiokafka[{name}]" in str(info.value)

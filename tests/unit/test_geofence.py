@@ -26,7 +26,7 @@ from processor.geofence import Geofences
 from processor.spatial import Reprojector
 from processor.stage import ERROR_HEADER, SpatialStage
 
-from .records import Record, reading, record
+from .records import Record, process, reading, record
 
 TARGETS = ["EPSG:3857", "EPSG:4326"]
 GEOFENCES_SETTING = "PROCESSOR_GEOFENCES"
@@ -539,7 +539,7 @@ def documents(values: Iterable[tuple[bytes | None, bytes, Any]]) -> Iterator[dic
 def test_outside_points_are_dead_lettered(policy_fences: Geofences) -> None:
     stage = SpatialStage(Reprojector("EPSG:3857"), MAX_BYTES, policy_fences, "dead_letter")
     batch = policy_batch()
-    result = stage.process(batch)
+    result = process(stage, batch)
     points = {d["sensor_id"]: d for d in documents(result.points)}
     assert list(points) == ["in-both", "canton-only", "edge"]
     assert points["in-both"]["regions"] == ["zurich", "canton"]
@@ -562,7 +562,7 @@ def test_outside_points_are_dead_lettered(policy_fences: Geofences) -> None:
 
 def test_outside_points_pass_with_no_regions(policy_fences: Geofences) -> None:
     stage = SpatialStage(Reprojector("EPSG:3857"), MAX_BYTES, policy_fences, "pass")
-    result = stage.process(policy_batch())
+    result = process(stage, policy_batch())
     points = {d["sensor_id"]: d for d in documents(result.points)}
     assert list(points) == ["in-both", "outside", "canton-only", "edge", "far"]
     assert points["outside"]["regions"] == []
@@ -583,7 +583,7 @@ def test_antimeridian_through_the_stage(antimeridian_file: Path, target: str) ->
         record(reading("tonga", -21.1, -175.2), 3),  # outside: south of the fence
         record(reading("far-east", 2.0, -177.5), 4),
     ]
-    result = stage.process(batch)
+    result = process(stage, batch)
     points = {d["sensor_id"]: d["regions"] for d in documents(result.points)}
     assert points == {
         "east": ["fiji"],
@@ -596,7 +596,7 @@ def test_antimeridian_through_the_stage(antimeridian_file: Path, target: str) ->
 
 def test_without_geofences_there_is_no_regions_field() -> None:
     stage = SpatialStage(Reprojector("EPSG:3857"), MAX_BYTES)
-    result = stage.process(policy_batch())
+    result = process(stage, policy_batch())
     assert all("regions" not in d for d in documents(result.points))
     assert len(result.points) == 5
 
@@ -604,7 +604,7 @@ def test_without_geofences_there_is_no_regions_field() -> None:
 def test_a_batch_with_nothing_valid(policy_fences: Geofences) -> None:
     for policy in ("dead_letter", "pass"):
         stage = SpatialStage(Reprojector("EPSG:3857"), MAX_BYTES, policy_fences, policy)
-        result = stage.process([record(b"{}", 0), record(reading("polar", 89.9, 0.0), 1)])
+        result = process(stage, [record(b"{}", 0), record(reading("polar", 89.9, 0.0), 1)])
         assert result.points == []
         assert result.codes == {"missing_field": 1, "out_of_range": 1}
 
@@ -674,10 +674,10 @@ async def test_tagging_in_a_worker_thread_keeps_the_loop_responsive(
     outcome: list[Any] = []
 
     async def in_thread() -> None:
-        outcome.append(await asyncio.to_thread(stage.process, records))
+        outcome.append(await asyncio.to_thread(process, stage, records))
 
     async def inline() -> None:
-        outcome.append(stage.process(records))
+        outcome.append(process(stage, records))
 
     gap_thread, seconds_thread = await _max_gap_while(in_thread)
     gap_inline, seconds_inline = await _max_gap_while(inline)

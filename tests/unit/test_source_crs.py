@@ -17,9 +17,9 @@ from pyproj import Transformer
 import processor.spatial
 from processor.codec import DeadLetterCode
 from processor.spatial import Reprojector
-from processor.stage import SpatialStage, StageResult
+from processor.stage import SpatialStage
 
-from .records import Record, reading, record
+from .records import Processed, Record, process, reading, record
 
 TARGET = "EPSG:3857"
 MAX_BYTES = 1 << 20
@@ -62,7 +62,7 @@ def stage() -> SpatialStage:
     return SpatialStage(Reprojector(TARGET), MAX_BYTES)
 
 
-def decoded(result: StageResult) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+def decoded(result: Processed) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
     points = [msgspec.json.decode(value) for _, value, _ in result.points]
     letters = [msgspec.json.decode(value) for _, value, _ in result.dead_letters]
     return points, {letter["source"]["offset"]: letter for letter in letters}
@@ -111,7 +111,7 @@ def check_point(point: dict[str, Any], given: tuple[str | None, float, float]) -
 def test_mixed_batch_matches_direct_transforms() -> None:
     records, inputs = mixed_batch(2_000, seed=32632)
     assert {kind for kind, _, _ in inputs} == {None, *GRIDS}
-    result = stage().process(records)
+    result = process(stage(), records)
     points, letters = decoded(result)
     assert letters == {}
     assert len(points) == len(records)
@@ -136,7 +136,7 @@ def test_mixed_batch_matches_direct_transforms() -> None:
     ],
 )
 def test_one_grid_reading(crs: str, x: float, y: float) -> None:
-    result = stage().process([record(projected("g-1", crs, x, y), 0)])
+    result = process(stage(), [record(projected("g-1", crs, x, y), 0)])
     points, letters = decoded(result)
     assert letters == {}
     check_point(points[0], (crs, float(x), float(y)))
@@ -145,7 +145,7 @@ def test_one_grid_reading(crs: str, x: float, y: float) -> None:
 
 def test_a_grid_reading_far_outside_the_target_area_is_out_of_range() -> None:
     """UTM northing near the pole: lat beyond EPSG:3857's 85.06 deg."""
-    result = stage().process([record(projected("polar", "EPSG:32632", 500_000.0, 9_900_000.0), 0)])
+    result = process(stage(), [record(projected("polar", "EPSG:32632", 500_000.0, 9_900_000.0), 0)])
     _, letters = decoded(result)
     assert letters[0]["error"]["code"] == DeadLetterCode.OUT_OF_RANGE.value
 
@@ -170,7 +170,7 @@ def test_unknown_crs_is_a_dead_letter_and_spares_the_batch(crs: str) -> None:
         record(projected("bad-again", crs, 1.0, 2.0), 3),
         record(reading("wgs-4", 51.5, -0.12), 4),
     ]
-    result = stage().process(batch)
+    result = process(stage(), batch)
     points, letters = decoded(result)
     assert [p["sensor_id"] for p in points] == ["wgs-0", "utm-2", "wgs-4"]
     check_point(points[1], ("EPSG:32632", 465_000.0, 5_247_000.0))
@@ -219,7 +219,7 @@ def test_unknown_crs_is_a_dead_letter_and_spares_the_batch(crs: str) -> None:
 )
 def test_broken_grid_readings(payload: bytes, code: str) -> None:
     batch = [record(payload, 0), record(projected("ok", "EPSG:2056", 2_600_000.0, 1_200_000.0), 1)]
-    result = stage().process(batch)
+    result = process(stage(), batch)
     points, letters = decoded(result)
     assert letters[0]["error"]["code"] == code, letters[0]["error"]
     assert [p["sensor_id"] for p in points] == ["ok"]
@@ -259,7 +259,7 @@ def test_transformers_are_cached_and_each_crs_is_one_call(monkeypatch: pytest.Mo
     for batch_seed in range(3):
         records, inputs = mixed_batch(300, seed=batch_seed)
         calls.clear()
-        result = subject.process(records)
+        result = process(subject, records)
         assert len(result.points) == len(records)
         groups = {kind for kind, _, _ in inputs if kind is not None}
         assert sorted(name for name, _ in calls) == sorted(groups)  # one call per CRS
@@ -274,7 +274,7 @@ def test_transformers_are_cached_and_each_crs_is_one_call(monkeypatch: pytest.Mo
 def test_the_same_transformer_serves_later_batches() -> None:
     reprojector = Reprojector(TARGET)
     subject = SpatialStage(reprojector, MAX_BYTES)
-    subject.process([record(projected("a", "EPSG:2056", 2_600_000.0, 1_200_000.0), 0)])
+    process(subject, [record(projected("a", "EPSG:2056", 2_600_000.0, 1_200_000.0), 0)])
     cached = reprojector._from_source("EPSG:2056")
-    subject.process([record(projected("b", "EPSG:2056", 2_700_000.0, 1_250_000.0), 1)])
+    process(subject, [record(projected("b", "EPSG:2056", 2_700_000.0, 1_250_000.0), 1)])
     assert reprojector._from_source("EPSG:2056") is cached

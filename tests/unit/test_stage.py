@@ -16,7 +16,7 @@ from processor.samples import BAD_INPUTS, readings
 from processor.spatial import Reprojector
 from processor.stage import ERROR_HEADER, SpatialStage
 
-from .records import Record, reading, record
+from .records import Record, process, reading, record
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 MAX_BYTES = 1_048_576
@@ -55,7 +55,7 @@ def test_points_in_input_order_keyed_by_sensor_id() -> None:
         record(reading(sensor_id=f"s-{i}", latitude=i, longitude=-i), offset=100 + i, key=None)
         for i in range(20)
     ]
-    result = STAGE.process(records)
+    result = process(STAGE, records)
     assert result.dead_letters == []
     assert result.codes == Counter()
     assert [key for key, _, _ in result.points] == [f"s-{i}".encode() for i in range(20)]
@@ -69,7 +69,7 @@ def test_points_in_input_order_keyed_by_sensor_id() -> None:
 
 
 def test_point_key_is_sensor_id_not_record_key() -> None:
-    result = STAGE.process([record(reading(sensor_id="real"), key=b"other")])
+    result = process(STAGE, [record(reading(sensor_id="real"), key=b"other")])
     assert [key for key, _, _ in result.points] == [b"real"]
 
 
@@ -84,7 +84,7 @@ def test_mixed_batch_points_and_dead_letters() -> None:
         record(reading(sensor_id="d", latitude=-90.5), 5, key=None),
         record(reading(sensor_id="e"), 6),
     ]
-    result = STAGE.process(records)
+    result = process(STAGE, records)
     assert [key for key, _, _ in result.points] == [b"a", b"c", b"e"]
     assert [json.loads(v)["source"]["offset"] for _, v, _ in result.points] == [0, 3, 6]
     letters = [(key, json.loads(value), hdrs) for key, value, hdrs in result.dead_letters]
@@ -110,7 +110,7 @@ def test_mixed_batch_points_and_dead_letters() -> None:
 def test_each_bad_input_gives_one_dead_letter_with_its_code(kind: str) -> None:
     payload, code = BAD_INPUTS[kind]
     headers = [("h", b"v")]
-    result = STAGE.process([record(payload, offset=7, key=b"key", headers=headers)])
+    result = process(STAGE, [record(payload, offset=7, key=b"key", headers=headers)])
     assert result.points == []
     assert result.codes == Counter({code: 1})
     [(key, value, out_headers)] = result.dead_letters
@@ -125,7 +125,7 @@ def test_each_bad_input_gives_one_dead_letter_with_its_code(kind: str) -> None:
 def test_all_bad_inputs_in_one_batch_keep_their_order() -> None:
     kinds = sorted(BAD_INPUTS)
     records = [record(BAD_INPUTS[k][0], offset=i) for i, k in enumerate(kinds)]
-    result = STAGE.process(records)
+    result = process(STAGE, records)
     assert result.points == []
     codes = [json.loads(v)["error"]["code"] for _, v, _ in result.dead_letters]
     assert codes == [BAD_INPUTS[k][1] for k in kinds]
@@ -139,7 +139,7 @@ def test_sample_stream_every_record_published_or_dead_lettered() -> None:
         Record("sensor.readings", 2, 1000 + i, key, value, [("n", str(i).encode())])
         for i, (key, value, _) in enumerate(samples)
     ]
-    result = STAGE.process(records)
+    result = process(STAGE, records)
     valid = [i for i, (_, _, code) in enumerate(samples) if code is None]
     invalid = [i for i, (_, _, code) in enumerate(samples) if code is not None]
     assert invalid, "the sample should contain bad records"
@@ -160,7 +160,7 @@ def test_sample_stream_every_record_published_or_dead_lettered() -> None:
 
 
 def test_empty_batch() -> None:
-    result = STAGE.process([])
+    result = process(STAGE, [])
     assert result.points == []
     assert result.dead_letters == []
     assert result.codes == Counter()

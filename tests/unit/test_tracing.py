@@ -16,7 +16,7 @@ from processor.spatial import Reprojector
 from processor.stage import ERROR_HEADER, SpatialStage, StageResult
 from processor.tracing import BatchTracer, parse_traceparent, upstreams
 
-from .records import reading, record
+from .records import process, reading, record
 
 UPSTREAM = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -85,8 +85,8 @@ def test_one_consumer_span_per_batch_with_messaging_attributes(
 ) -> None:
     records = [record(reading(), offset=i, partition=2) for i in range(5)]
     batch = tracer.begin(records, [2])
-    result = STAGE.process(records, batch.stamps)
-    batch.end(result, None)
+    result = process(STAGE, records, batch.stamps)
+    batch.end(result.result, None)
     [span] = exporter.get_finished_spans()
     assert span.name == "process sensor.readings"
     assert span.kind is SpanKind.CONSUMER
@@ -118,8 +118,8 @@ def test_outputs_carry_the_batch_span_and_keep_upstream_trace_ids(
         record(reading(sensor_id="e"), 4, headers=[("traceparent", b"garbage")]),
     ]
     batch = tracer.begin(records, [0, 1])
-    result = STAGE.process(records, batch.stamps)
-    batch.end(result, None)
+    result = process(STAGE, records, batch.stamps)
+    batch.end(result.result, None)
     [span] = exporter.get_finished_spans()
     own_trace = f"{span.context.trace_id:032x}"
     own_span = f"{span.context.span_id:016x}"

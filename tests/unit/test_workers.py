@@ -11,29 +11,45 @@ import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+from processor.batches import BatchSpec
 from processor.config import Settings
 from processor.errors import ConfigError, StageWorkerError
 from processor.memory import MemoryProbe
 from processor.samples import readings
-from processor.stage import SpatialStage, StageInput
+from processor.stage import SpatialStage, StageDone, StageInput, StageJob
 from processor.workers import ProcessRunner, ThreadRunner, available_cpus, make_runner
 
-from .records import record
+from .records import messages, record
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DEADLINE_S = 30.0
 
 
-def batch(count: int = 500) -> StageInput:
+SPEC = BatchSpec((0, 1, 2), 16_384)
+
+
+def batch(count: int = 500) -> StageJob:
+    """``count`` readings from one input partition, every tenth with a stamp of its own."""
+    work = StageInput([], [], [], [])
     records = [
-        record(value, offset=i, partition=i % 3, key=key)
+        record(value, offset=i, key=key)
         for i, (key, value, _) in enumerate(readings(count, invalid_ratio=0.05))
     ]
-    return StageInput.of(records)
+    work.extend("sensor.readings", 0, records)
+    shared = [("traceparent", b"shared")]
+    stamps = [[("traceparent", b"own-%d" % i)] if i % 10 == 0 else shared for i in range(count)]
+    return StageJob(work, stamps, SPEC)
+
+
+def content(done: StageDone) -> tuple[Any, ...]:
+    """What a job produced, without the batches' timestamps (the time they were built)."""
+    partitions = [batch.partition for batch in done.points]
+    return (partitions, messages(done.points), done.published, done.failed, done.letters)
 
 
 def stage_workers() -> list[psutil.Process]:
@@ -57,15 +73,18 @@ async def started(runner: ProcessRunner | ThreadRunner) -> AsyncIterator[None]:
 async def test_a_worker_process_computes_what_the_stage_computes_in_process() -> None:
     settings = Settings(stage_processes=2)
     work = batch()
-    expected = SpatialStage.from_settings(settings).compute(work)
+    expected = content(SpatialStage.from_settings(settings).run(work))
     runner = make_runner(settings)
     assert isinstance(runner, ProcessRunner)
     assert runner.parallelism == 2
     async with started(runner):
         outputs = await asyncio.gather(*(runner.compute(work) for _ in range(3)))
-    assert all(output == expected for output in outputs)
-    assert expected.failed  # both kinds were exercised
-    assert expected.rows
+    assert all(content(output) == expected for output in outputs)
+    partitions, points, published, failed, _ = expected
+    assert set(partitions) == {0, 1, 2}
+    assert failed  # both kinds were exercised
+    assert published == len(points) > 0
+    assert {headers[0][1] for _, _, headers in points} >= {b"shared", b"own-10"}
 
 
 async def test_the_thread_runner_computes_the_same() -> None:
@@ -75,7 +94,7 @@ async def test_the_thread_runner_computes_the_same() -> None:
     work = batch(200)
     async with started(runner):
         output = await runner.compute(work)
-    assert output == SpatialStage.from_settings(settings).compute(work)
+    assert content(output) == content(SpatialStage.from_settings(settings).run(work))
 
 
 async def test_a_bad_geofence_file_is_one_config_error_at_start(tmp_path: Path) -> None:
@@ -94,8 +113,8 @@ async def test_geofences_are_loaded_in_the_worker() -> None:
     runner = ProcessRunner(settings, 1)
     async with started(runner):
         output = await runner.compute(work)
-    assert output == SpatialStage.from_settings(settings).compute(work)
-    assert any(b'"regions":["' in value for value in output.values)
+    assert content(output) == content(SpatialStage.from_settings(settings).run(work))
+    assert any(b'"regions":["' in value for _, value, _ in messages(output.points))
 
 
 async def test_a_killed_worker_fails_the_next_batch_loudly() -> None:
@@ -116,7 +135,7 @@ async def test_workers_ignore_ctrl_c_so_the_parent_can_drain() -> None:
         worker.send_signal(signal.SIGTERM)
         output = await runner.compute(batch(50))
         assert worker.is_running()
-    assert len(output.rows) + len(output.failed) == 50
+    assert output.published + len(output.failed) == 50
 
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
