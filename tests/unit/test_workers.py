@@ -22,7 +22,13 @@ from processor.errors import ConfigError, StageWorkerError
 from processor.memory import MemoryProbe
 from processor.samples import readings
 from processor.stage import SpatialStage, StageDone, StageInput, StageJob
-from processor.workers import ProcessRunner, ThreadRunner, available_cpus, make_runner
+from processor.workers import (
+    ProcessRunner,
+    ThreadRunner,
+    available_cpus,
+    default_processes,
+    make_runner,
+)
 
 from .records import messages, record
 
@@ -204,3 +210,15 @@ def test_available_cpus_follows_the_cgroup_quota(tmp_path: Path) -> None:
 def test_settings_refuse_a_negative_process_count() -> None:
     with pytest.raises(ValueError, match="stage_processes"):
         Settings(stage_processes=-1)
+
+
+@pytest.mark.parametrize(("cpus", "processes"), [(1.0, 0), (1.5, 0), (2.0, 2), (8.0, 2)])
+def test_two_workers_from_two_cpus_on(cpus: float, processes: int) -> None:
+    assert default_processes(cpus) == processes
+
+
+def test_the_default_runner_follows_the_cpus() -> None:
+    runner = make_runner(Settings())
+    expected = default_processes(available_cpus())
+    assert runner.parallelism == max(expected, 1)
+    assert isinstance(runner, ProcessRunner if expected else ThreadRunner)
