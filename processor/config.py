@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Worker processes of the spatial stage; 0 runs it in a thread "
-        "(default: 2 when 2 or more CPUs are available, else 0)",
+        "(default: 2 with 2+ CPUs and a 1 GiB+ memory budget, 1 with 2+ CPUs, else 0)",
     )
     stage_delay_ms: float = Field(
         0.0, ge=0, description="Artificial delay per batch: simulates a slow stage (tests, demo)"

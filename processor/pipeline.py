@@ -85,8 +85,8 @@ class Processor:
         self.settings = settings
         self.observer = observer or Unobserved()
         self.stats = Stats(buffer_max=settings.buffer_max_records)
-        self.runner = make_runner(settings)
         self.memory = memory or MemoryProbe(settings.memory_limit_mb, find_cgroup())
+        self.runner = make_runner(settings, self.memory.budget)
         self.stats.memory_budget = self.memory.budget
         self.flow: FlowController[TopicPartition] = FlowController(
             FlowLimits(

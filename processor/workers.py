@@ -31,6 +31,9 @@ from processor.errors import ConfigError, StageWorkerError
 from processor.memory import CGROUP_ROOT, cgroup_path
 from processor.stage import SpatialStage, StageDone, StageJob
 
+#: The smallest memory budget that gets two stage workers by default.
+TWO_WORKERS_BUDGET = 1024 * 1024 * 1024
+
 
 class StageRunner(Protocol):
     #: Batches worth computing ahead of the one being published.
@@ -95,22 +98,25 @@ class ProcessRunner:
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
 
-def make_runner(settings: Settings) -> StageRunner:
-    """A process runner when the settings (or, by default, the CPUs) allow one."""
+def make_runner(settings: Settings, memory_budget: int) -> StageRunner:
+    """A process runner when the settings (or, by default, the CPUs and memory) allow one."""
     processes = settings.stage_processes
     if processes is None:
-        processes = default_processes(available_cpus())
+        processes = default_processes(available_cpus(), memory_budget)
     return ProcessRunner(settings, processes) if processes else ThreadRunner(settings)
 
 
-def default_processes(cpus: float) -> int:
-    """Two workers from 2 CPUs on, else none (a thread).
+def default_processes(cpus: float, memory_budget: int) -> int:
+    """Workers for ``cpus`` and a memory budget (bytes): two, one, or none (a thread).
 
     A worker costs about twice the event loop's time per record, so one event loop feeds
     two. Two beat one even on 2 CPUs (the loop is not always busy, and a worker waiting on
-    its next batch leaves the other running): +15 % measured here, for ~80 MiB of memory.
+    its next batch leaves the other running): +15 % measured here. But a worker is ~100 MiB
+    of interpreter and libraries before any record, so a budget under 1 GiB gets one.
     """
-    return 2 if cpus >= 2 else 0
+    if cpus < 2:
+        return 0
+    return 2 if memory_budget >= TWO_WORKERS_BUDGET else 1
 
 
 def available_cpus(

@@ -23,6 +23,7 @@ from processor.memory import MemoryProbe
 from processor.samples import readings
 from processor.stage import SpatialStage, StageDone, StageInput, StageJob
 from processor.workers import (
+    TWO_WORKERS_BUDGET,
     ProcessRunner,
     ThreadRunner,
     available_cpus,
@@ -80,7 +81,7 @@ async def test_a_worker_process_computes_what_the_stage_computes_in_process() ->
     settings = Settings(stage_processes=2)
     work = batch()
     expected = content(SpatialStage.from_settings(settings).run(work))
-    runner = make_runner(settings)
+    runner = make_runner(settings, TWO_WORKERS_BUDGET)
     assert isinstance(runner, ProcessRunner)
     assert runner.parallelism == 2
     async with started(runner):
@@ -95,7 +96,7 @@ async def test_a_worker_process_computes_what_the_stage_computes_in_process() ->
 
 async def test_the_thread_runner_computes_the_same() -> None:
     settings = Settings(stage_processes=0)
-    runner = make_runner(settings)
+    runner = make_runner(settings, TWO_WORKERS_BUDGET)
     assert isinstance(runner, ThreadRunner)
     work = batch(200)
     async with started(runner):
@@ -212,13 +213,18 @@ def test_settings_refuse_a_negative_process_count() -> None:
         Settings(stage_processes=-1)
 
 
-@pytest.mark.parametrize(("cpus", "processes"), [(1.0, 0), (1.5, 0), (2.0, 2), (8.0, 2)])
-def test_two_workers_from_two_cpus_on(cpus: float, processes: int) -> None:
-    assert default_processes(cpus) == processes
+@pytest.mark.parametrize(
+    ("cpus", "budget_mib", "processes"),
+    [(1.0, 4096, 0), (1.5, 4096, 0), (2.0, 1024, 2), (8.0, 4096, 2), (2.0, 512, 1), (4, 256, 1)],
+)
+def test_two_workers_from_two_cpus_and_a_gib_on(
+    cpus: float, budget_mib: int, processes: int
+) -> None:
+    assert default_processes(cpus, budget_mib * 1024 * 1024) == processes
 
 
-def test_the_default_runner_follows_the_cpus() -> None:
-    runner = make_runner(Settings())
-    expected = default_processes(available_cpus())
+def test_the_default_runner_follows_the_cpus_and_the_budget() -> None:
+    runner = make_runner(Settings(), TWO_WORKERS_BUDGET)
+    expected = default_processes(available_cpus(), TWO_WORKERS_BUDGET)
     assert runner.parallelism == max(expected, 1)
     assert isinstance(runner, ProcessRunner if expected else ThreadRunner)
