@@ -2,7 +2,8 @@
 
 One ``send_batch`` per full batch instead of one ``send`` per record is what lets the
 processor run near the client's ceiling. Points arrive as finished batches built by the
-stage (:mod:`processor.batches`); dead letters, a few per batch, are filled here.
+stage worker; dead letters, a few per batch, are framed here the same way
+(:mod:`processor.batches`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from processor.batches import CODECS, BatchSpec, EncodedBatch, KeyPartitioner, PrebuiltBatch
+from processor.batches import (
+    CODECS,
+    BatchSpec,
+    EncodedBatch,
+    KeyPartitioner,
+    PrebuiltBatch,
+    encode_batches,
+)
 from processor.stage import Outgoing
 
 
@@ -48,19 +56,9 @@ class Publisher:
 
     async def publish(self, topic: str, messages: Iterable[Outgoing]) -> list[asyncio.Future[Any]]:
         """Queue ``messages`` in order; the futures resolve when the broker acknowledged them."""
-        partitioner = await self.partitioner(topic)
-        batches: dict[int, Any] = {}
-        futures: list[asyncio.Future[Any]] = []
-        for key, value, headers in messages:
-            partition = partitioner(key)
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = self._producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-                batch = batches[partition] = self._producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
-        for partition, batch in batches.items():
-            futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-        return futures
+        rows = list(messages)
+        if not rows:
+            return []
+        keys, values, headers = zip(*rows, strict=True)
+        spec, partitioner = await self.spec(topic), await self.partitioner(topic)
+        return await self.send(topic, encode_batches(spec, keys, values, headers, partitioner))
