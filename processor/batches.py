@@ -6,6 +6,7 @@ full speed. The stage's worker builds the same v2 record batches with aiokafka's
 builder instead (:func:`encode_batches`), partitioned exactly as ``send()`` would, and the
 event loop queues each finished buffer with one ``send_batch`` (:class:`PrebuiltBatch`).
 The bytes are what aiokafka would have built: same builder, same framing, same partitioner.
+Dead letters, a few per batch, are framed the same way in the event loop.
 """
 
 from __future__ import annotations
