@@ -193,12 +193,12 @@ def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, l
         if isinstance(decoded, Rejection):
             rejections.append(decoded)
             continue
-        document, reading, x, y, crs = decoded
+        document, sensor_id, x, y, crs = decoded
         if crs is not None:
             crs_of[len(xs)] = crs
         index.append(i)
         documents.append(document)
-        sensor_ids.append(reading.sensor_id)
+        sensor_ids.append(sensor_id)
         xs.append(x)
         ys.append(y)
     columns.x = np.array(xs, dtype=np.float64)
@@ -210,8 +210,9 @@ def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, l
 
 def _decode_other(
     i: int, raw: bytes
-) -> tuple[dict[str, Any], _Reading | _ProjectedReading, float, float, str | None] | Rejection:
-    """A record that is not a plain reading: valid in some other form, or rejected."""
+) -> tuple[dict[str, Any], str, float, float, str | None] | Rejection:
+    """A record that is not a plain reading: (document, sensor_id, x, y, source CRS or None)
+    when valid in some other form, else its rejection."""
     try:
         document = _decoder.decode(raw)
         if type(document) is dict and "crs" in document:
@@ -227,7 +228,7 @@ def _decode_other(
     if timestamp.utcoffset():
         timestamp = timestamp.astimezone(UTC)
     document["timestamp"] = timestamp
-    return document, reading, x, y, crs
+    return document, reading.sensor_id, x, y, crs
 
 
 def _too_large(raw: bytes | None, max_bytes: int) -> tuple[DeadLetterCode, str]:
