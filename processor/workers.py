@@ -6,25 +6,26 @@ encoding and framing a batch into produce batches costs about as much again and 
 GIL, so in a thread it halves the rate; in a worker process it runs on a core of its own.
 Work crosses the process boundary as columns and bytes (:class:`StageJob` in: lists of
 bytes and ints; :class:`StageDone` out: finished record batches), which pickle at memcpy
-speed, and results come back in submission order because the pipeline awaits them in that
-order.
+speed, over a socket pair the event loop reads and writes itself.
 
-A worker ignores SIGINT/SIGTERM (the parent drains and then stops it) and exits by itself
-if the parent dies, so a ``kill -9`` of the processor leaves no orphans behind.
+A worker ignores SIGINT/SIGTERM (the parent drains and then stops it) and exits when the
+parent's end of its socket closes, so a ``kill -9`` of the processor leaves no orphans.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import multiprocessing.process
 import os
+import pickle
 import signal
-import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.connection import wait
+import socket
+import struct
+from collections import deque
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from processor.config import Settings
 from processor.errors import ConfigError, StageWorkerError
@@ -68,34 +69,133 @@ class ThreadRunner:
 
 
 class ProcessRunner:
-    """The stage in ``processes`` worker processes, each with its own copy of the stage."""
+    """The stage in ``processes`` worker processes, each with its own copy of the stage.
+
+    Each worker is a spawned process joined to the event loop by a socket pair: a job is
+    pickled and written by the loop itself, and the result is read back by the loop. There
+    is no feeder or result thread, so a hand-off never waits for the GIL to change threads
+    (up to ``sys.getswitchinterval()``, 5 ms, per hop while the loop is busy), which is what
+    a process pool's hand-offs cost here. A job goes to the worker with the fewest jobs
+    queued; each worker answers its jobs in order.
+    """
 
     def __init__(self, settings: Settings, processes: int) -> None:
         self.parallelism = processes
-        self._pool = ProcessPoolExecutor(
-            max_workers=processes,
-            mp_context=multiprocessing.get_context("spawn"),  # never fork a threaded process
-            initializer=_start_worker,
-            initargs=(settings,),
-        )
+        self._settings = settings
+        self._workers: list[_Worker] = []
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.gather(
-                *(loop.run_in_executor(self._pool, _ready) for _ in range(self.parallelism))
+        context = multiprocessing.get_context("spawn")  # never fork a threaded process
+        for _ in range(self.parallelism):
+            ours, theirs = socket.socketpair()
+            process = context.Process(
+                target=_serve, args=(theirs, self._settings), name="stage-worker", daemon=True
             )
-        except BrokenProcessPool as exc:
-            raise StageWorkerError(f"a stage worker process failed to start: {exc}") from None
+            process.start()
+            theirs.close()
+            reader, writer = await asyncio.open_connection(sock=ours, limit=_READ_LIMIT)
+            self._workers.append(_Worker(process, reader, writer))
+        await asyncio.gather(*(worker.ready() for worker in self._workers))
 
     async def compute(self, job: StageJob) -> StageDone:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _run, job)
-        except BrokenProcessPool as exc:
-            raise StageWorkerError(f"a stage worker process died: {exc}") from None
+        worker = min(self._workers, key=_Worker.load)
+        return await worker.compute(job)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        await asyncio.gather(*(worker.close() for worker in self._workers))
+        self._workers = []
+
+
+_FRAME = struct.Struct("!Q")  # the length of the pickle that follows
+_READ_LIMIT = 16 * 1024 * 1024  # results of a few MiB are read without pausing the socket
+_EXIT_S = 10.0
+
+
+class _Worker:
+    """One worker process, seen from the event loop: jobs out, results back in order."""
+
+    def __init__(
+        self,
+        process: multiprocessing.process.BaseProcess,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self._process = process
+        self._reader = reader
+        self._writer = writer
+        self._waiting: deque[asyncio.Future[StageDone]] = deque()
+        self._reading: asyncio.Task[None] | None = None
+        self._gone: StageWorkerError | None = None
+
+    def load(self) -> int:
+        return len(self._waiting)
+
+    async def ready(self) -> None:
+        """Wait for the worker's stage; its ConfigError is raised here, in the parent."""
+        try:
+            failure = _unpickle(await self._receive())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            raise StageWorkerError(
+                f"a stage worker process failed to start (exit code {self._exit_code()})"
+            ) from None
+        if failure is not None:
+            raise failure
+        self._reading = asyncio.create_task(self._read_results(), name="stage-results")
+
+    async def compute(self, job: StageJob) -> StageDone:
+        if self._gone is not None:
+            raise self._gone
+        answer: asyncio.Future[StageDone] = asyncio.get_running_loop().create_future()
+        self._waiting.append(answer)
+        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self._writer.write(_FRAME.pack(len(data)))
+            self._writer.write(data)
+            await self._writer.drain()
+        except ConnectionError:
+            pass  # the reader sees the same end and fails every waiting job
+        return await answer
+
+    async def _receive(self) -> bytes:
+        (size,) = _FRAME.unpack(await self._reader.readexactly(_FRAME.size))
+        return await self._reader.readexactly(size)
+
+    async def _read_results(self) -> None:
+        try:
+            while True:
+                ok, outcome = _unpickle(await self._receive())
+                answer = self._waiting.popleft()
+                if answer.done():  # its caller was cancelled
+                    continue
+                if ok:
+                    answer.set_result(outcome)
+                else:
+                    answer.set_exception(outcome)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self._gone = StageWorkerError(
+                f"a stage worker process died (exit code {self._exit_code()})"
+            )
+            while self._waiting:
+                answer = self._waiting.popleft()
+                if not answer.done():
+                    answer.set_exception(self._gone)
+
+    def _exit_code(self) -> int | None:
+        self._process.join(0.1)  # it closed its end: it is exiting, if not gone already
+        return self._process.exitcode
+
+    async def close(self) -> None:
+        """End of input tells the worker to exit; one that does not is killed."""
+        self._gone = self._gone or StageWorkerError("the stage workers are closed")
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+        if self._reading is not None:
+            await self._reading
+        await asyncio.to_thread(self._process.join, _EXIT_S)
+        if self._process.is_alive():
+            self._process.kill()
+            await asyncio.to_thread(self._process.join)
 
 
 def make_runner(settings: Settings, memory_budget: int) -> StageRunner:
@@ -135,35 +235,58 @@ def available_cpus(
 
 # in the worker process ---------------------------------------------------------------------
 
-_stage: SpatialStage | None = None
-_failure: ConfigError | None = None
 
+def _serve(channel: socket.socket, settings: Settings) -> None:
+    """A worker's life: build the stage, then run jobs until the parent closes its end.
 
-def _start_worker(settings: Settings) -> None:
-    global _stage, _failure  # noqa: PLW0603 - one stage per worker process
+    The parent's end closes when it stops the workers and when it dies however it died, so
+    a ``kill -9`` of the processor leaves no worker behind.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
-    try:
-        _stage = SpatialStage.from_settings(settings)
-        _stage.warm_up()
-    except ConfigError as exc:  # reported by _ready, in the parent, as one line
-        _failure = exc
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent drains first, then closes
+    with contextlib.suppress(ConnectionError):  # the parent is gone: nobody to answer
+        try:
+            stage = SpatialStage.from_settings(settings)
+            stage.warm_up()
+        except ConfigError as exc:  # reported by the parent as one line
+            _send(channel, exc)
+            return
+        _send(channel, None)
+        while (job := _receive(channel)) is not None:
+            try:
+                outcome: tuple[bool, object] = (True, stage.run(job))
+            except Exception as exc:  # the parent raises it where it awaits the result
+                outcome = (False, exc)
+            _send(channel, outcome)
 
 
-def _exit_with(parent_sentinel: int) -> None:
-    wait([parent_sentinel])  # readable once the parent is gone, however it died
-    os._exit(1)
+def _unpickle(data: bytes | bytearray) -> Any:
+    return pickle.loads(data)  # noqa: S301 - written by this program, over a private socket pair
 
 
-def _ready() -> None:
-    if _failure is not None:
-        raise _failure
+def _send(channel: socket.socket, value: object) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    channel.sendall(_FRAME.pack(len(data)))
+    channel.sendall(data)
 
 
-def _run(job: StageJob) -> StageDone:
-    if _stage is None:
-        raise _failure or StageWorkerError("stage worker not initialised")
-    return _stage.run(job)
+def _receive(channel: socket.socket) -> Any:
+    """The next pickled value, or None at the end of input."""
+    header = _read(channel, _FRAME.size)
+    if header is None:
+        return None
+    (size,) = _FRAME.unpack(header)
+    data = _read(channel, size)
+    return None if data is None else _unpickle(data)
+
+
+def _read(channel: socket.socket, size: int) -> bytearray | None:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        count = channel.recv_into(view[got:])
+        if not count:
+            return None
+        got += count
+    return buffer

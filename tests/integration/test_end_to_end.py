@@ -4,6 +4,7 @@ per the contracts, and committed offsets at the end offsets."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections import Counter
 from pathlib import Path
@@ -45,9 +46,11 @@ async def test_every_reading_is_published_or_dead_lettered(
     valid = {v for _, v, code in sample if code is None}
     assert len(expected_codes) >= 6
 
+    frozen = gc.get_freeze_count()
     processor = Processor(settings_for(bootstrap, topics, tmp_path))
     running = asyncio.create_task(processor.run())
     await wait_for(lambda: processor.stats.finished >= len(sample), what="all processed")
+    assert gc.get_freeze_count() > frozen  # start-up's objects are out of the collector's way
     await wait_committed_at_end(bootstrap, topics)
     processor.stop()
     assert await running == 0

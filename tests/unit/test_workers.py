@@ -134,6 +134,17 @@ async def test_a_killed_worker_fails_the_next_batch_loudly() -> None:
             await runner.compute(batch(10))
 
 
+async def test_a_failing_batch_raises_in_the_parent_and_the_worker_serves_on() -> None:
+    runner = ProcessRunner(Settings(), 1)
+    good = batch(20)
+    bad = StageJob(good.batch, [[]], good.spec)  # one stamp for twenty rows: a bug upstream
+    async with started(runner):
+        with pytest.raises(IndexError):
+            await runner.compute(bad)
+        output = await runner.compute(good)
+    assert output.published + len(output.failed) == 20
+
+
 async def test_workers_ignore_ctrl_c_so_the_parent_can_drain() -> None:
     runner = ProcessRunner(Settings(), 1)
     async with started(runner):
