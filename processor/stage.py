@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import shapely
 
 from processor.batches import BatchSpec, EncodedBatch, KeyPartitioner, encode_batches
 from processor.codec import (
@@ -188,9 +189,8 @@ class SpatialStage:
             return None
         regions: list[list[str]] = [[] for _ in range(len(projection.ok))]
         rows = np.flatnonzero(projection.ok)
-        for row, tags in zip(
-            rows.tolist(), self._geofences.tag(projection.points[rows]), strict=True
-        ):
+        points = shapely.points(projection.x[rows], projection.y[rows])
+        for row, tags in zip(rows.tolist(), self._geofences.tag(points), strict=True):
             regions[row] = tags
         return regions
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
@@ -133,3 +134,15 @@ def test_unknown_crs_is_a_config_error_naming_the_setting(crs: str) -> None:
     with pytest.raises(ConfigError, match="PROCESSOR_TARGET_CRS") as info:
         Reprojector(crs)
     assert "\n" not in str(info.value)
+
+
+coordinates = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@given(st.lists(st.tuples(coordinates, coordinates), min_size=1, max_size=30))
+def test_geos_calls_a_point_valid_exactly_when_its_coordinates_are_finite(
+    pairs: list[tuple[float, float]],
+) -> None:
+    """Why the reprojector checks finiteness instead of building GEOS points to ask."""
+    x, y = (np.array(column, dtype=np.float64) for column in zip(*pairs, strict=True))
+    assert (shapely.is_valid(shapely.points(x, y)) == (np.isfinite(x) & np.isfinite(y))).all()
