@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         "none", description="Producer compression"
     )
     linger_ms: int = Field(5, ge=0, description="Producer linger before sending a batch")
+    producers: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Producer connections; aiokafka keeps one produce request in flight per "
+        "broker per producer, and a partition always goes through the same one",
+    )
     max_batch_bytes: int = Field(
         1_048_576, ge=1_024, description="Producer batch size per partition (bytes)"
     )

@@ -144,7 +144,7 @@ async def _run(settings: Settings, scenario: Scenario, options: DemoOptions) -> 
         bootstrap_servers=settings.bootstrap_servers, linger_ms=5, enable_idempotence=False
     )
     await producer.start()
-    network = SensorNetwork(scenario, Publisher(producer), settings.input_topic)
+    network = SensorNetwork(scenario, Publisher([producer]), settings.input_topic)
     try:
         async with exposed(processor, telemetry, "127.0.0.1", free_port()) as port:
             print(f"metrics while it runs: http://127.0.0.1:{port}/metrics", flush=True)

@@ -111,7 +111,7 @@ class Processor:
         self._failure: Exception | None = None
         self._consumer: Any = None
         self._publisher: Publisher | None = None
-        self._producer: Any = None
+        self._producers: list[Any] = []
         self.connected = False
         self.running = False
 
@@ -136,13 +136,14 @@ class Processor:
         except ProcessorError:
             await self.runner.close()
             raise
-        self._producer = make_producer(settings)
+        self._producers = [make_producer(settings) for _ in range(settings.producers)]
         self._consumer = make_consumer(settings, self.memory.budget)
         client_log = logging.getLogger("aiokafka")
         level = client_log.level
         client_log.setLevel(logging.CRITICAL)  # our one-line error says it better
         try:
-            await self._producer.start()
+            for producer in self._producers:
+                await producer.start()
             await self._consumer.start()
         except KafkaConnectionError:
             await self._close_clients()
@@ -153,7 +154,7 @@ class Processor:
         finally:
             client_log.setLevel(level)
         self._publisher = Publisher(
-            self._producer, settings.max_batch_bytes, settings.compression_type
+            self._producers, settings.max_batch_bytes, settings.compression_type
         )
         for name in ("output_topic", "dlq_topic"):
             topic = getattr(settings, name)
@@ -234,7 +235,7 @@ class Processor:
             await task
 
     async def _close_clients(self) -> None:
-        for client in (self._consumer, self._producer):
+        for client in (self._consumer, *self._producers):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.stop()
