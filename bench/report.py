@@ -120,7 +120,7 @@ def chart(summary: dict[str, Any], found: dict[str, float], path: Path, title: s
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), width_ratios=(3, 2))
     left.bar(labels, rates, yerr=[low, high], capsize=4, color=colors)
     left.set_ylabel("records/s (median; bars: min-max)")
-    left.set_title("throughput, first commit to last record")
+    left.set_title("throughput, first record done to last")
     for i, (rate, top) in enumerate(zip(rates, high, strict=True)):
         left.annotate(f"{rate:,.0f}", (i, rate + top), ha="center", va="bottom", fontsize=8)
     right.bar(labels, rss, color=colors)
