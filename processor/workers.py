@@ -145,9 +145,9 @@ class _Worker:
     async def compute(self, job: StageJob) -> StageDone:
         if self._gone is not None:
             raise self._gone
+        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)  # before it takes a turn
         answer: asyncio.Future[StageDone] = asyncio.get_running_loop().create_future()
         self._waiting.append(answer)
-        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self._writer.write(_FRAME.pack(len(data)))
             self._writer.write(data)
@@ -172,9 +172,10 @@ class _Worker:
                 else:
                     answer.set_exception(outcome)
         except (asyncio.IncompleteReadError, ConnectionError):
-            self._gone = StageWorkerError(
-                f"a stage worker process died (exit code {self._exit_code()})"
-            )
+            if self._gone is None:  # not closed by us: it died
+                self._gone = StageWorkerError(
+                    f"a stage worker process died (exit code {self._exit_code()})"
+                )
             while self._waiting:
                 answer = self._waiting.popleft()
                 if not answer.done():
