@@ -54,11 +54,16 @@ class Consumed(Located, Protocol):
     def value(self) -> bytes | None: ...
 
 
-class RecordLike(Consumed, Protocol):
-    """What the processor needs of a consumed record (aiokafka's ConsumerRecord has it)."""
+class RecordLike(Protocol):
+    """What the processor reads of a fetched record: aiokafka's bare record has it (see
+    :func:`processor.clients.use_bare_records`); topic and partition are its chunk's."""
 
     @property
+    def offset(self) -> int: ...
+    @property
     def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Any: ...
 

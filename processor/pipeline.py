@@ -361,7 +361,9 @@ class Processor:
         in_memory = min(len(records), self.flow.memory_room(tp, self._snapshot()))
         spilled = 0
         if in_memory < len(records):
-            spilled = await asyncio.to_thread(self.spill.append, records[in_memory:])
+            spilled = await asyncio.to_thread(
+                self.spill.append, tp.topic, tp.partition, records[in_memory:]
+            )
             if self._trackers.get(tp) is not tracker:  # revoked during the write
                 await asyncio.to_thread(self.spill.discard, tp.topic, tp.partition)
                 return

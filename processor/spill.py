@@ -106,7 +106,7 @@ class SpillStore:
         free = shutil.disk_usage(self._dir).free - self._min_free
         return max(0, min(self._max_bytes - self.bytes, free))
 
-    def append(self, records: Sequence[RecordLike]) -> int:
+    def append(self, topic: str, partition: int, records: Sequence[RecordLike]) -> int:
         """Write the leading records that fit as one fsync'd segment; returns how many.
 
         All records belong to one partition. The bound is checked on the encoded lines, so
@@ -116,7 +116,7 @@ class SpillStore:
         lines: list[bytes] = []
         size = 0
         for record in records:
-            line = _encoder.encode(_to_spilled(record)) + b"\n"
+            line = _encoder.encode(_to_spilled(topic, partition, record)) + b"\n"
             if size + len(line) > room:
                 break
             lines.append(line)
@@ -124,7 +124,7 @@ class SpillStore:
         if not lines:
             return 0
         first, last = records[0], records[len(lines) - 1]
-        folder = self._folder(first.topic, first.partition)
+        folder = self._folder(topic, partition)
         self._sequence += 1
         path = folder / f"{self._sequence:012d}.jsonl"
         try:
@@ -136,7 +136,7 @@ class SpillStore:
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise SpillError(f"cannot write spill segment {path}: {exc}") from None
-        state = self._partitions.setdefault((first.topic, first.partition), _PartitionSpill())
+        state = self._partitions.setdefault((topic, partition), _PartitionSpill())
         state.segments.append(_Segment(path, size, first.offset, last.offset))
         state.records += len(lines)
         self.bytes += size
@@ -238,10 +238,10 @@ class SpillStore:
         self.bytes -= segment.size
 
 
-def _to_spilled(record: RecordLike) -> SpilledRecord:
+def _to_spilled(topic: str, partition: int, record: RecordLike) -> SpilledRecord:
     return SpilledRecord(
-        topic=record.topic,
-        partition=record.partition,
+        topic=topic,
+        partition=partition,
         offset=record.offset,
         timestamp=getattr(record, "timestamp", 0) or 0,
         key=record.key,

@@ -35,6 +35,12 @@ def rec(offset: int, partition: int = 0, *, value: bytes | None = None, **kw: ob
     )
 
 
+def put(spill: SpillStore, records: list[Record]) -> int:
+    """``spill.append`` for records of one partition, which the test records name."""
+    where = records[0] if records else rec(0)
+    return spill.append(where.topic, where.partition, records)
+
+
 def store(tmp_path: Path, max_bytes: int = BIG) -> SpillStore:
     return SpillStore(tmp_path, max_bytes, 0)
 
@@ -79,8 +85,8 @@ def test_round_trip_preserves_records_and_order(tmp_path: Path) -> None:
     records[3] = rec(13, value=b"\xff\xfe not utf-8 \x00", key=None, headers=[])
     records[4] = rec(14, value=b"")
     spill = store(tmp_path)
-    spill.append(records[:6])
-    spill.append(records[6:])
+    put(spill, records[:6])
+    put(spill, records[6:])
     assert spill.pending(TOPIC, 0) == 10
     assert spill.records == 10
     assert spill.partitions() == {(TOPIC, 0)}
@@ -99,7 +105,7 @@ def test_round_trip_preserves_records_and_order(tmp_path: Path) -> None:
 def test_tombstone_round_trips(tmp_path: Path) -> None:
     spill = store(tmp_path)
     original = Record(TOPIC, 0, 5, b"k", None, [])
-    spill.append([original])
+    put(spill, [original])
     [piece] = read_all(spill)
     assert piece.records[0].value is None
     assert (piece.first, piece.end) == (5, 6)
@@ -107,7 +113,7 @@ def test_tombstone_round_trips(tmp_path: Path) -> None:
 
 def test_gapped_offsets_are_accounted_for_within_a_segment(tmp_path: Path) -> None:
     spill = store(tmp_path)
-    spill.append([rec(o) for o in (100, 101, 105, 106)])
+    put(spill, [rec(o) for o in (100, 101, 105, 106)])
     pieces = [*spill.read(TOPIC, 0, 2), *spill.read(TOPIC, 0, 1), *spill.read(TOPIC, 0, 5)]
     assert [(p.first, p.end, [r.offset for r in p.records]) for p in pieces] == [
         (100, 105, [100, 101]),
@@ -119,8 +125,8 @@ def test_gapped_offsets_are_accounted_for_within_a_segment(tmp_path: Path) -> No
 def test_pieces_are_contiguous_across_gapped_segments(tmp_path: Path) -> None:
     """The docstring of ``read``: each piece covers offsets up to the next record on disk."""
     spill = store(tmp_path)
-    spill.append([rec(100), rec(101)])
-    spill.append([rec(105), rec(106)])
+    put(spill, [rec(100), rec(101)])
+    put(spill, [rec(105), rec(106)])
     pieces = read_all(spill)
     assert offsets(pieces) == [100, 101, 105, 106]
     assert_contiguous(pieces, 100, 107)
@@ -128,9 +134,9 @@ def test_pieces_are_contiguous_across_gapped_segments(tmp_path: Path) -> None:
 
 def test_partial_reads_across_segments(tmp_path: Path) -> None:
     spill = store(tmp_path)
-    spill.append([rec(o) for o in range(5)])
-    spill.append([rec(o) for o in range(5, 8)])
-    spill.append([rec(o) for o in range(8, 20)])
+    put(spill, [rec(o) for o in range(5)])
+    put(spill, [rec(o) for o in range(5, 8)])
+    put(spill, [rec(o) for o in range(8, 20)])
     seen: list[SpillPiece] = []
     for limit in (3, 3, 1, 4, 100):
         pieces = spill.read(TOPIC, 0, limit)
@@ -145,8 +151,8 @@ def test_partial_reads_across_segments(tmp_path: Path) -> None:
 
 def test_partitions_are_independent(tmp_path: Path) -> None:
     spill = store(tmp_path)
-    spill.append([rec(o, partition=1) for o in range(3)])
-    spill.append([rec(o, partition=2) for o in range(10, 12)])
+    put(spill, [rec(o, partition=1) for o in range(3)])
+    put(spill, [rec(o, partition=2) for o in range(10, 12)])
     assert spill.partitions() == {(TOPIC, 1), (TOPIC, 2)}
     assert offsets(read_all(spill, partition=2)) == [10, 11]
     assert offsets(read_all(spill, partition=1)) == [0, 1, 2]
@@ -155,15 +161,15 @@ def test_partitions_are_independent(tmp_path: Path) -> None:
 
 def test_append_nothing_is_a_no_op(tmp_path: Path) -> None:
     spill = store(tmp_path)
-    spill.append([])
+    put(spill, [])
     assert spill.records == 0
     assert spill.bytes == 0
 
 
 def test_fully_read_segments_are_deleted(tmp_path: Path) -> None:
     spill = store(tmp_path)
-    spill.append([rec(0), rec(1)])
-    spill.append([rec(2)])
+    put(spill, [rec(0), rec(1)])
+    put(spill, [rec(2)])
     folder = tmp_path / TOPIC / "0"
     assert len(list(folder.glob("*.jsonl"))) == 2
     spill.read(TOPIC, 0, 1)
@@ -174,8 +180,8 @@ def test_fully_read_segments_are_deleted(tmp_path: Path) -> None:
 
 def test_bytes_match_the_files(tmp_path: Path) -> None:
     spill = store(tmp_path)
-    spill.append([rec(o) for o in range(5)])
-    spill.append([rec(o) for o in range(5, 9)])
+    put(spill, [rec(o) for o in range(5)])
+    put(spill, [rec(o) for o in range(5, 9)])
     on_disk = sum(p.stat().st_size for p in (tmp_path / TOPIC / "0").glob("*.jsonl"))
     assert spill.bytes == on_disk
 
@@ -185,34 +191,34 @@ def test_bytes_match_the_files(tmp_path: Path) -> None:
 
 def line_size(tmp_path: Path, record: Record) -> int:
     probe = SpillStore(tmp_path / "probe", BIG, 0)
-    probe.append([record])
+    put(probe, [record])
     return probe.bytes
 
 
 def test_append_takes_everything_when_there_is_room(tmp_path: Path) -> None:
     records = [rec(o) for o in range(10)]
-    assert store(tmp_path).append(records) == 10
-    assert store(tmp_path).append([]) == 0
+    assert put(store(tmp_path), records) == 10
+    assert put(store(tmp_path), []) == 0
 
 
 def test_append_takes_the_leading_records_that_fit(tmp_path: Path) -> None:
     records = [rec(o) for o in range(10)]
     size = line_size(tmp_path, records[0])
     spill = store(tmp_path / "s", max_bytes=size * 3 + size // 2)
-    assert spill.append(records) == 3
+    assert put(spill, records) == 3
     assert offsets(read_all(spill)) == [0, 1, 2]
 
 
 def test_append_nothing_when_spill_is_disabled(tmp_path: Path) -> None:
     spill = SpillStore(tmp_path / "off", 0, 0)
-    assert spill.append([rec(0)]) == 0
+    assert put(spill, [rec(0)]) == 0
     assert spill.room_bytes() == 0
     assert not (tmp_path / "off").exists()
 
 
 def test_append_nothing_without_free_disk(tmp_path: Path) -> None:
     spill = SpillStore(tmp_path, BIG, min_free_bytes=BIG)
-    assert spill.append([rec(0)]) == 0
+    assert put(spill, [rec(0)]) == 0
     assert list(tmp_path.rglob("*.jsonl")) == []
 
 
@@ -223,7 +229,7 @@ def test_spill_never_grows_past_max_bytes(tmp_path: Path, max_bytes: int) -> Non
     records = [rec(1_000_000 + o) for o in range(1_000)]
     cursor = 0
     while cursor < len(records):
-        n = spill.append(records[cursor:])
+        n = put(spill, records[cursor:])
         if n == 0:
             break
         cursor += n
@@ -236,7 +242,7 @@ def test_spill_never_grows_past_max_bytes(tmp_path: Path, max_bytes: int) -> Non
 def test_reading_frees_room(tmp_path: Path) -> None:
     records = [rec(o) for o in range(4)]
     spill = store(tmp_path / "s", max_bytes=line_size(tmp_path, records[0]) * 4 * 2)
-    spill.append(records)
+    put(spill, records)
     before = spill.room_bytes()
     read_all(spill)
     assert spill.room_bytes() > before
@@ -247,8 +253,8 @@ def test_reading_frees_room(tmp_path: Path) -> None:
 
 def test_discard(tmp_path: Path) -> None:
     spill = store(tmp_path)
-    spill.append([rec(o) for o in range(3)])
-    spill.append([rec(o, partition=1) for o in range(3)])
+    put(spill, [rec(o) for o in range(3)])
+    put(spill, [rec(o, partition=1) for o in range(3)])
     spill.discard(TOPIC, 0)
     assert spill.pending(TOPIC, 0) == 0
     assert spill.partitions() == {(TOPIC, 1)}
@@ -266,7 +272,7 @@ def crashed(tmp_path: Path, *runs: list[int], partition: int = 0) -> list[Path]:
     """Spill written by an earlier process; returns its segment files in order."""
     spill = store(tmp_path)
     for run in runs:
-        spill.append([rec(o, partition=partition) for o in run])
+        put(spill, [rec(o, partition=partition) for o in run])
     return sorted((tmp_path / TOPIC / str(partition)).glob("*.jsonl"))
 
 
@@ -376,7 +382,7 @@ def test_new_segments_after_recover_do_not_reuse_names(tmp_path: Path) -> None:
     paths = crashed(tmp_path, [10, 11], [12, 13])
     spill = store(tmp_path)
     assert spill.recover(TOPIC, 0, 10) == 14
-    spill.append([rec(14), rec(15)])
+    put(spill, [rec(14), rec(15)])
     files = sorted((tmp_path / TOPIC / "0").glob("*.jsonl"))
     assert len(files) == 3
     assert files[:2] == paths
@@ -387,7 +393,7 @@ def test_new_segments_after_recover_do_not_reuse_names(tmp_path: Path) -> None:
 
 def test_unreadable_segment_on_read_is_a_spill_error(tmp_path: Path) -> None:
     spill = store(tmp_path)
-    spill.append([rec(0), rec(1)])
+    put(spill, [rec(0), rec(1)])
     [path] = (tmp_path / TOPIC / "0").glob("*.jsonl")
     path.write_bytes(b"garbage\n" * 3)
     with pytest.raises(SpillError):
@@ -405,8 +411,8 @@ def test_file_names_never_come_from_payloads(tmp_path: Path) -> None:
         Record(TOPIC, 4, o, evil.encode(), reading(sensor_id=evil), [(evil, evil.encode())])
         for o in range(3)
     ]
-    spill.append(records)
-    spill.append([Record(TOPIC, 4, 3, b"/tmp/x", reading(sensor_id="/tmp/x"), [])])
+    put(spill, records)
+    put(spill, [Record(TOPIC, 4, 3, b"/tmp/x", reading(sensor_id="/tmp/x"), [])])
     created = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(created) == 2
     for path in created:
@@ -422,5 +428,5 @@ def test_file_names_never_come_from_payloads(tmp_path: Path) -> None:
 def test_illegal_topic_names_are_refused(tmp_path: Path, topic: str) -> None:
     spill = store(tmp_path / "spill")
     with pytest.raises(SpillError):
-        spill.append([Record(topic, 0, 0, None, b"{}", [])])
+        put(spill, [Record(topic, 0, 0, None, b"{}", [])])
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
