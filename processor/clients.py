@@ -88,6 +88,7 @@ def make_consumer(settings: Settings, budget_bytes: int) -> Any:
         max_poll_interval_ms=settings.max_poll_interval_ms,
         request_timeout_ms=settings.request_timeout_ms,
         fetch_max_bytes=fetch_max,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         max_partition_fetch_bytes=partition_max,
         value_deserializer=bare_value,
         **security_options(settings),

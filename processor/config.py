@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(45_000, ge=1_000, description="Group session timeout")
     heartbeat_interval_ms: int = Field(3_000, ge=100, description="Group heartbeat interval")
     max_poll_interval_ms: int = Field(300_000, ge=1_000, description="Max time between polls")
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=0,
+        le=60_000,
+        description="Longest the broker holds a fetch waiting for data; one fetch per broker "
+        "is in flight, so a resumed partition waits up to this long for its next records",
+    )
     enable_idempotence: bool = Field(True, description="Idempotent producer (needs broker support)")
     acks: Literal["all", "1", "0"] = Field("all", description="Producer acks")
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(

@@ -46,10 +46,12 @@ def test_other_consumers_still_get_consumer_records() -> None:
         ]
 
 
-async def test_the_processor_consumer_is_marked_bare() -> None:
-    consumer = make_consumer(Settings(bootstrap_servers="localhost:9092"), 1 << 30)
+async def test_the_processor_consumer_is_marked_bare_and_tuned_from_settings() -> None:
+    settings = Settings(bootstrap_servers="localhost:9092", fetch_max_wait_ms=40)
+    consumer = make_consumer(settings, 1 << 30)
     try:
         assert consumer._value_deserializer is bare_value
+        assert consumer._fetch_max_wait_ms == 40
     finally:
         await consumer.stop()  # never started: stopping only marks it closed
     assert getattr(PartitionRecords._consumer_record, "bare", False)
