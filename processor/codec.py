@@ -348,8 +348,9 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
     """Output values for a batch of accepted rows (all lists aligned; ``where`` holds the
     topic, partition and offset columns).
 
-    Plain records take the fast path: their bytes with the new fields appended, the floats
-    formatted by one msgspec call per column rather than one per record.
+    Plain records take the fast path: their bytes with the new fields appended, joined from
+    pieces; the numbers are formatted by one msgspec call per column rather than per record,
+    and the ``source`` prefix once per run of one partition (rows come in such runs).
     """
     if not documents:
         return []
@@ -357,25 +358,32 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
     y_text = _encoder.encode(y)[1:-1].split(b",")
     crs_text = _encoder.encode(crs)
     topics, partitions, offsets = where
-    sources: dict[tuple[str, int], bytes] = {}
+    offset_text = _encoder.encode(offsets)[1:-1].split(b",")
     values: list[bytes] = []
+    append, join = values.append, b"".join
+    run: tuple[str, int] | None = None
+    source = b""
     for i, document in enumerate(documents):
         topic, partition = topics[i], partitions[i]
         if not isinstance(document, bytes):
             tags = regions[i] if regions is not None else None
-            located = Where(topic, partition, offsets[i])
-            values.append(encode_point(document, x[i], y[i], crs, located, tags))
+            append(
+                encode_point(document, x[i], y[i], crs, Where(topic, partition, offsets[i]), tags)
+            )
             continue
-        source = sources.get((topic, partition))
-        if source is None:
-            source = sources[topic, partition] = (
-                b',"crs":%s,"source":{"topic":%s,"partition":%d,"offset":'
-                % (crs_text, _encoder.encode(topic), partition)
+        if run != (topic, partition):
+            run = (topic, partition)
+            source = b',"crs":%s,"source":{"topic":%s,"partition":%d,"offset":' % (
+                crs_text,
+                _encoder.encode(topic),
+                partition,
             )
         head = document[: document.rindex(b"}")]
         if regions is not None:
             head = b'%s,"regions":%s' % (head, _encoder.encode(regions[i]))
-        values.append(b'%s,"x":%s,"y":%s%s%d}}' % (head, x_text[i], y_text[i], source, offsets[i]))
+        append(
+            join((head, b',"x":', x_text[i], b',"y":', y_text[i], source, offset_text[i], b"}}"))
+        )
     return values
 
 

@@ -19,6 +19,7 @@ from processor.codec import (
     decode_batch,
     encode_dead_letter,
     encode_point,
+    encode_points,
 )
 from processor.samples import BAD_INPUTS
 
@@ -273,6 +274,33 @@ def test_encode_point_adds_x_y_crs_and_source() -> None:
     assert out["source"] == {"topic": "sensor.readings", "partition": 3, "offset": 42}
     assert out["sensor_id"] == "alps-00001"
     assert out["pm25"] == 3.5
+
+
+@pytest.mark.parametrize("with_regions", [False, True])
+def test_encode_points_is_encode_point_row_by_row_across_partitions(with_regions: bool) -> None:
+    """The batch path (plain bytes appended to, one source prefix per run of a partition)
+    gives what the per-record path gives, whatever the mix of partitions, topics and forms."""
+    raws = [reading(sensor_id=f"s-{i}", pm25=i / 3) for i in range(6)]
+    raws[4] = reading(sensor_id="s-4", timestamp="2026-11-23T11:00:00+01:00")  # object path
+    documents = [accepted_document(raw) for raw in raws]
+    assert [isinstance(d, bytes) for d in documents] == [True] * 4 + [False, True]
+    topics = ["a", "a", "a", "b", "a", "a"]
+    partitions = [0, 0, 1, 1, 1, 0]
+    offsets = [7, 8, 3, 3, 10**12, 9]
+    x = [1.5 * i - 2 for i in range(6)]
+    y = [1e-7 * i for i in range(6)]
+    regions = [[f"r{i}"] * (i % 3) for i in range(6)] if with_regions else None
+    batch = encode_points(documents, x, y, "EPSG:3857", (topics, partitions, offsets), regions)
+    for i, raw in enumerate(raws):
+        where = record(raw, offset=offsets[i], topic=topics[i], partition=partitions[i])
+        tags = regions[i] if regions is not None else None
+        one = encode_point(accepted_document(raw), x[i], y[i], "EPSG:3857", where, tags)
+        assert json.loads(batch[i]) == json.loads(one)
+        assert json.loads(batch[i])["source"] == {
+            "topic": topics[i],
+            "partition": partitions[i],
+            "offset": offsets[i],
+        }
 
 
 def test_dead_letter_of_utf8_payload_is_text() -> None:
