@@ -6,8 +6,8 @@ import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.consumer.fetcher import PartitionRecords
 
+from processor.bare_records import bare_value, use_bare_records
 from processor.config import Settings
 
 #: Upper bound of one fetch response, whatever the budget: prefetch must not defeat the bound.
@@ -43,38 +43,9 @@ def fetch_bytes(settings: Settings, budget_bytes: int) -> tuple[int, int]:
     return total, max(per_partition, 64 * 1024)
 
 
-def bare_value(value: bytes | None) -> bytes | None:
-    """The identity "deserializer" that marks a consumer as taking bare records."""
-    return value
-
-
-def use_bare_records() -> None:
-    """Let consumers made with ``value_deserializer=bare_value`` yield the client's records.
-
-    aiokafka wraps every record it unpacks in a ``ConsumerRecord`` (a dataclass of eleven
-    fields, in Python): about 1 us per record, 28 % of the event loop's time at full speed.
-    The record underneath, from aiokafka's C extension, already has everything the processor
-    reads (offset, key, value, headers, timestamp; topic and partition are its chunk's), so
-    such a consumer skips the wrapper. Any other consumer in the process is unaffected, and
-    if an aiokafka release reshaped this (the dependency is pinned to a minor version),
-    ``bare_value`` still works as a plain deserializer: records are then wrapped as before.
-    """
-    wrap = PartitionRecords._consumer_record
-    if getattr(wrap, "bare", False):
-        return
-
-    def consumer_record(self: PartitionRecords, tp: Any, record: Any) -> Any:
-        if self._value_deserializer is bare_value:
-            return record
-        return wrap(self, tp, record)
-
-    consumer_record.bare = True  # type: ignore[attr-defined]
-    PartitionRecords._consumer_record = consumer_record
-
-
 def make_consumer(settings: Settings, budget_bytes: int) -> Any:
     """A consumer that never auto-commits (offsets are committed only for finished work) and
-    hands out bare records (:func:`use_bare_records`)."""
+    hands out bare records (:mod:`processor.bare_records`)."""
     fetch_max, partition_max = fetch_bytes(settings, budget_bytes)
     use_bare_records()
     return AIOKafkaConsumer(
