@@ -121,7 +121,13 @@ class Settings(BaseSettings):
         100_000, ge=10, description="Records held in memory between fetch and broker ack"
     )
     buffer_high: float = Field(0.8, gt=0, le=1, description="Pause above this buffer fill")
-    buffer_low: float = Field(0.3, ge=0, lt=1, description="Resume below this buffer fill")
+    buffer_low: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Resume below this buffer fill; high enough that records still wait "
+        "while the first fetch after the resume is on its way",
+    )
     batch_max_records: int = Field(5_000, ge=1, description="Records per spatial batch")
     stage_processes: int | None = Field(
         None,

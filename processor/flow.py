@@ -28,7 +28,7 @@ class PauseReason(StrEnum):
 class FlowLimits:
     buffer_max: int
     buffer_high: float = 0.8
-    buffer_low: float = 0.3
+    buffer_low: float = 0.5
     memory_high: float = 0.85
     memory_resume: float = 0.75
     trickle: int = 500  # records admitted at a time while memory stays high with nothing held

@@ -16,7 +16,7 @@ SHARE = PauseReason.PARTITION_SHARE
 REPLAY = PauseReason.SPILL_REPLAY
 FULL = PauseReason.SPILL_FULL
 
-LIMITS = FlowLimits(buffer_max=1_000)  # high 0.8, low 0.3, memory 0.85 / 0.75
+LIMITS = FlowLimits(buffer_max=1_000, buffer_low=0.3)  # high 0.8, memory 0.85 / 0.75
 PARTS = frozenset({"a", "b", "c", "d"})
 
 
