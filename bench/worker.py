@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from processor.broker import FAST_GROUP
+from processor.config import Settings
 
 MIB = 1024 * 1024
 FETCH_TIMEOUT_MS = 100
@@ -44,7 +45,11 @@ SAMPLE_S = 0.005
 NAIVE_QUEUE = 5000  # the reference article's bounded queue
 NAIVE_COMMIT_EVERY = 1000
 #: Client tuning of the raw and naive loops: what the processor uses by default here.
-CONSUMER_TUNING: dict[str, Any] = {"fetch_max_bytes": 32 * MIB, "max_partition_fetch_bytes": MIB}
+CONSUMER_TUNING: dict[str, Any] = {
+    "fetch_max_bytes": 32 * MIB,
+    "max_partition_fetch_bytes": MIB,
+    "fetch_max_wait_ms": Settings.model_fields["fetch_max_wait_ms"].default,
+}
 PRODUCER_TUNING: dict[str, Any] = {
     "acks": "all",
     "linger_ms": 5,
