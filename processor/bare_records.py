@@ -1,11 +1,11 @@
 """Fetched records out of aiokafka without a Python step per record.
 
 aiokafka hands ``getmany`` its records one at a time: a generator resumes per record, wraps
-it in a ``ConsumerRecord`` (a dataclass of eleven fields, built in Python) and moves the fetch
-position. At full speed that was a third of the event loop's time, 1.3 us per record. The
-records underneath, from aiokafka's C extension, already carry all the processor reads
-(offset, key, value, headers, timestamp; topic and partition are those of their chunk), and
-a whole record batch unpacks into a list at C speed.
+it in a ``ConsumerRecord`` (a dataclass of eleven fields, built in Python) and moves the
+fetch position: 1.7 us per record, a third of the event loop's time. The records underneath,
+from aiokafka's C extension, already carry all the processor reads (offset, key, value,
+headers, timestamp; topic and partition are those of their chunk), and a whole record batch
+unpacks into a list at C speed: 0.35-0.45 us per record.
 
 A consumer built with ``value_deserializer=bare_value`` gets exactly that from ``getmany``:
 the client's own records, taken batch by batch, with the same CRC check, control batches
@@ -49,9 +49,9 @@ def use_bare_records() -> None:
             return wrapped
         if not self.check_assignment(self._topic_partition):  # paused, sought or revoked
             return []
-        taken = take(records, sys.maxsize if max_records is None else max_records)
+        taken = _take(records, sys.maxsize if max_records is None else max_records)
         self._update_position()
-        if exhausted(records):
+        if _exhausted(records):
             self._partition_records = None
         return taken
 
@@ -69,7 +69,7 @@ class _Unpacked:
         self.end = end
 
 
-def take(partition: PartitionRecords, limit: int) -> list[Any]:
+def _take(partition: PartitionRecords, limit: int) -> list[Any]:
     """Up to ``limit`` records of a partition's fetched data, in offset order; moves its
     ``next_fetch_offset`` past what was taken (and past a batch once it is all taken)."""
     left: _Unpacked | None = getattr(partition, "_bare_unpacked", None)
@@ -95,7 +95,7 @@ def take(partition: PartitionRecords, limit: int) -> list[Any]:
     return taken
 
 
-def exhausted(partition: PartitionRecords) -> bool:
+def _exhausted(partition: PartitionRecords) -> bool:
     return getattr(partition, "_bare_unpacked", None) is None and not partition._records.has_next()
 
 

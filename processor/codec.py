@@ -56,7 +56,7 @@ class Consumed(Located, Protocol):
 
 class RecordLike(Protocol):
     """What the processor reads of a fetched record: aiokafka's bare record has it (see
-    :func:`processor.clients.use_bare_records`); topic and partition are its chunk's."""
+    :mod:`processor.bare_records`); topic and partition are its chunk's."""
 
     @property
     def offset(self) -> int: ...
