@@ -172,8 +172,7 @@ def test_a_lone_backlog_may_use_the_whole_buffer() -> None:
 
 def test_partition_share_has_hysteresis() -> None:
     flow = controller()
-    ratio = LIMITS.buffer_low / LIMITS.buffer_high  # resume at share * low/high
-    resume_at = int(250 * ratio)
+    resume_at = int(250 * LIMITS.share_resume)
     others = {"b": 1, "c": 1, "d": 1}  # all four active: share 250
 
     def held(a: int) -> FlowSnapshot[str]:
