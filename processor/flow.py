@@ -116,6 +116,30 @@ class FlowController(Generic[P]):
             return 0
         return self._room(snapshot, self.limits.buffer_max)
 
+    def memory_split(self, fetched: Mapping[P, int], snapshot: FlowSnapshot[P]) -> dict[P, int]:
+        """How many records of each partition's fetched run may be held in memory now.
+
+        The room is split evenly among the partitions of one fetch, and what one does not
+        need goes to the others, so whichever partition the client happens to list first
+        cannot take it all while the others' runs go to disk.
+        """
+        rooms = {tp: self.memory_room(tp, snapshot) for tp in fetched}
+        left = {tp: count for tp, count in fetched.items() if count > 0 and rooms[tp] > 0}
+        room = max(rooms.values(), default=0)
+        given = dict.fromkeys(fetched, 0)
+        while left and room > 0:
+            share = max(1, room // len(left))
+            for tp in list(left):
+                take = min(left[tp], share, room)
+                given[tp] += take
+                room -= take
+                left[tp] -= take
+                if not left[tp]:
+                    del left[tp]
+                if not room:
+                    break
+        return given
+
     def handed_back(self, tp: P) -> None:
         """Records of ``tp`` went back to Kafka: keep it paused until the buffer drains."""
         self._handed_back.add(tp)

@@ -294,14 +294,17 @@ class Processor:
     # fetching and flow control ---------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
-        limit = self.settings.batch_max_records
         while not self._stopping.is_set():
             self.stats.last_loop = time.monotonic()
             self._apply_flow()
             await self._replay()
-            fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=limit)
+            # Everything prefetched at once (bounded by the fetch size), so that the memory
+            # room is shared among the partitions of the fetch, not taken by the first.
+            fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS)
+            counts = {tp: len(records) for tp, records in fetched.items()}
+            allowed = self.flow.memory_split(counts, self._snapshot())
             for tp, records in fetched.items():
-                await self._admit(tp, records)
+                await self._admit(tp, records, allowed[tp])
             self._apply_flow()
             # getmany returns without suspending while prefetched records remain: yield, or
             # this loop keeps the event loop to itself and staging and publishing starve.
@@ -347,8 +350,9 @@ class Processor:
         stats.spill_records = self.spill.records
         stats.spill_bytes = self.spill.bytes
 
-    async def _admit(self, tp: TopicPartition, records: Sequence[Any]) -> None:
-        """Split a fetched run, in offset order: memory, then spill, then back to Kafka."""
+    async def _admit(self, tp: TopicPartition, records: Sequence[Any], allowed: int) -> None:
+        """Split a fetched run, in offset order: memory (up to ``allowed`` records), then
+        spill, then back to Kafka."""
         if not records:
             return
         tracker = self._trackers.get(tp)
@@ -358,7 +362,7 @@ class Processor:
                 # back, or its offsets would be skipped by later commits.
                 self._consumer.seek(tp, records[0].offset)
             return  # otherwise revoked while fetched: the new owner reads them again
-        in_memory = min(len(records), self.flow.memory_room(tp, self._snapshot()))
+        in_memory = min(len(records), allowed, self.flow.memory_room(tp, self._snapshot()))
         spilled = 0
         if in_memory < len(records):
             spilled = await asyncio.to_thread(

@@ -281,11 +281,11 @@ class _SlowListener(Processor):
         self.early_runs = 0
         self._early = asyncio.Event()
 
-    async def _admit(self, tp: Any, records: Any) -> None:
+    async def _admit(self, tp: Any, records: Any, allowed: int) -> None:
         if records and tp not in self._trackers:
             self.early_runs += 1
             self._early.set()
-        await super()._admit(tp, records)
+        await super()._admit(tp, records, allowed)
 
     async def on_assigned(self, assigned: Any) -> None:
         await asyncio.wait_for(self._early.wait(), timeout=30)

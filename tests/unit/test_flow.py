@@ -305,3 +305,30 @@ def test_all_reasons_at_once() -> None:
     decisions = flow.decide(snap(900, held=held, used=900, spilled=frozenset({"a"})))
     assert decisions["a"] == frozenset(PauseReason)
     assert decisions["b"] == frozenset({B, M})
+
+
+# sharing the memory room among the partitions of one fetch ---------------------------------
+
+
+def test_the_first_partition_of_a_fetch_does_not_take_all_the_room() -> None:
+    flow = controller()  # buffer 1,000
+    split = flow.memory_split({"a": 6_000, "b": 100, "c": 1_000}, snap(400))  # room 600
+    assert split == {"a": 250, "b": 100, "c": 250}  # what b does not need goes to a and c
+
+
+def test_a_fetch_that_fits_is_taken_whole() -> None:
+    split = controller().memory_split({"a": 300, "b": 200, "c": 0}, snap(0))
+    assert split == {"a": 300, "b": 200, "c": 0}
+
+
+def test_a_partition_with_records_on_disk_gets_no_room_and_leaves_it_to_the_others() -> None:
+    split = controller().memory_split({"a": 900, "b": 900}, snap(0, spilled=frozenset({"a"})))
+    assert split == {"a": 0, "b": 900}
+
+
+@pytest.mark.parametrize("room", [0, 1, 7, 999])
+def test_the_split_never_exceeds_the_room(room: int) -> None:
+    counts = {"a": 5_000, "b": 3, "c": 700, "d": 1}
+    split = controller().memory_split(counts, snap(1_000 - room))
+    assert sum(split.values()) == min(room, sum(counts.values()))
+    assert all(0 <= split[tp] <= counts[tp] for tp in counts)
