@@ -153,7 +153,12 @@ class Settings(BaseSettings):
     spill_min_free_mb: int = Field(200, ge=0, description="Keep this much disk free")
 
     # Lifecycle and observability
-    commit_interval_s: float = Field(1.0, gt=0, description="Period of offset commits")
+    commit_interval_s: float = Field(
+        0.1,
+        gt=0,
+        description="Shortest time between offset commits; a commit goes out as soon as "
+        "finished work moves a commit point, so a crash repeats little",
+    )
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Drain deadline on SIGTERM")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 disables)")
     http_host: str = Field(

@@ -106,6 +106,10 @@ class FlowController(Generic[P]):
         if tp in self._handed_back:
             yield PauseReason.SPILL_FULL
 
+    def room(self, snapshot: FlowSnapshot[P]) -> int:
+        """How many fetched records memory may take now, all partitions together."""
+        return self._room(snapshot, self.limits.buffer_max)
+
     def memory_room(self, tp: P, snapshot: FlowSnapshot[P]) -> int:
         """How many records of a run fetched for ``tp`` may be held in memory now.
 
@@ -114,7 +118,7 @@ class FlowController(Generic[P]):
         """
         if tp in snapshot.spilled:
             return 0
-        return self._room(snapshot, self.limits.buffer_max)
+        return self.room(snapshot)
 
     def memory_split(self, fetched: Mapping[P, int], snapshot: FlowSnapshot[P]) -> dict[P, int]:
         """How many records of each partition's fetched run may be held in memory now.

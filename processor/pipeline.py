@@ -26,15 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaConnectionError,
-    KafkaError,
-)
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from processor.buffer import Chunk, RecordBuffer
-from processor.clients import make_consumer, make_producer
+from processor.clients import fetch_bytes, make_consumer, make_producer
+from processor.commits import Committer
 from processor.config import Settings
 from processor.errors import (
     BrokerUnavailableError,
@@ -44,7 +40,7 @@ from processor.errors import (
     SpillError,
 )
 from processor.flow import FlowController, FlowLimits, FlowSnapshot, PauseReason
-from processor.memory import MemoryProbe, find_cgroup
+from processor.memory import MIB, MemoryProbe, find_cgroup
 from processor.observer import BatchObserver, BatchTrace, Unobserved
 from processor.offsets import OffsetTracker
 from processor.publisher import Publisher
@@ -54,7 +50,6 @@ from processor.stats import Stats
 from processor.workers import make_runner
 
 log = logging.getLogger(__name__)
-MIB = 1024 * 1024
 _FETCH_TIMEOUT_MS = 100
 
 
@@ -104,7 +99,11 @@ class Processor:
         )
         self.buffer: RecordBuffer[TopicPartition] = RecordBuffer()
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._committer: Committer[TopicPartition] | None = None
+        #: Spill room below which a fetch takes only what memory can hold: a fetch response
+        #: of ``fetch_max_bytes`` overflows into at most about twice its size of JSONL.
+        self._spill_room_needed = 2 * fetch_bytes(settings, self.memory.budget)[0]
+        self._spill_refusal: str | None = None
         self._applied: dict[TopicPartition, frozenset[PauseReason]] = {}
         self._acks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -129,6 +128,13 @@ class Processor:
         """Partitions paused now, with their reasons (for the live view)."""
         return {tp: reasons for tp, reasons in self._applied.items() if reasons}
 
+    def attach(self, consumer: Any) -> None:
+        """Fetch from and commit to ``consumer`` (``start`` attaches a Kafka consumer)."""
+        self._consumer = consumer
+        self._committer = Committer(
+            consumer, self._trackers, self.stats, self.settings.commit_interval_s
+        )
+
     async def start(self) -> Publisher:
         settings = self.settings
         try:
@@ -137,7 +143,7 @@ class Processor:
             await self.runner.close()
             raise
         self._producers = [make_producer(settings) for _ in range(settings.producers)]
-        self._consumer = make_consumer(settings, self.memory.budget)
+        self.attach(make_consumer(settings, self.memory.budget))
         client_log = logging.getLogger("aiokafka")
         level = client_log.level
         client_log.setLevel(logging.CRITICAL)  # our one-line error says it better
@@ -180,7 +186,7 @@ class Processor:
         self.running = True
         tasks = [
             asyncio.create_task(self._fetch_loop(), name="fetch"),
-            asyncio.create_task(self._commit_loop(), name="commit"),
+            asyncio.create_task(self._commits.run(), name="commit"),
             asyncio.create_task(self._memory_loop(), name="memory"),
         ]
         processing = asyncio.create_task(self._process_loop(publisher), name="process")
@@ -198,7 +204,7 @@ class Processor:
             await asyncio.wait(set(self._acks), timeout=self._left(deadline))
         for task in tasks[1:]:
             await self._cancel(task)
-        await self._commit()
+        await self._commits.commit()
         await self._close_clients()
         self.running = False
         if self._failure is not None:
@@ -257,22 +263,36 @@ class Processor:
     # rebalance -------------------------------------------------------------------------
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Set each partition up: its work starts at the committed offset (else where the
+        reset policy points), continuing after any spill an earlier process left."""
         for tp in sorted(assigned):
             committed = await self._consumer.committed(tp)
-            tracker = OffsetTracker(committed if committed is not None else -1)
-            self._committed[tp] = committed if committed is not None else -1
+            start = committed if committed is not None else await self._reset_offset(tp)
             resume_at = await asyncio.to_thread(
                 self.spill.recover, tp.topic, tp.partition, committed
             )
-            if resume_at is not None and committed is not None:
-                tracker.track(committed, resume_at)
-                self._consumer.seek(tp, resume_at)
-                log.info("replaying leftover spill", extra=_where(tp, offset=committed))
+            tracker = OffsetTracker(start)
+            if resume_at is not None:
+                tracker.track(start, resume_at)
+                log.info("replaying leftover spill", extra=_where(tp, offset=start))
+            # Seek and set up with no await in between: a run fetched before this point
+            # belongs to no set-up of this partition, and _admit drops it (the fetch loop
+            # may hold one while it awaits a spill write).
+            self._consumer.seek(tp, start if resume_at is None else resume_at)
             self._trackers[tp] = tracker
+            self._commits.adopt(tp, committed)
             self._applied.pop(tp, None)
         self.stats.assigned = len(self._trackers)
         log.info("partitions assigned", extra={"partitions": _names(assigned)})
         self._apply_flow()
+
+    async def _reset_offset(self, tp: TopicPartition) -> int:
+        """Where a partition without a committed offset starts, per ``auto_offset_reset``."""
+        if self.settings.auto_offset_reset == "latest":
+            offsets = await self._consumer.end_offsets([tp])
+        else:
+            offsets = await self._consumer.beginning_offsets([tp])
+        return int(offsets[tp])
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         revoked = {tp for tp in revoked if tp in self._trackers}
@@ -282,33 +302,60 @@ class Processor:
         pending = {task for task in self._acks if not task.done()}
         if pending:
             await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
-        await self._commit(revoked)
+        await self._commits.commit(revoked)
         for tp in revoked:
             del self._trackers[tp]
-            self._committed.pop(tp, None)
             self._applied.pop(tp, None)
+        self._commits.forget(revoked)
         self.flow.forget(revoked)
         self.stats.assigned = len(self._trackers)
         log.info("partitions revoked", extra={"partitions": _names(revoked)})
 
     # fetching and flow control ---------------------------------------------------------
 
+    @property
+    def _commits(self) -> Committer[TopicPartition]:
+        if self._committer is None:
+            raise RuntimeError("the processor has not been started")
+        return self._committer
+
     async def _fetch_loop(self) -> None:
         while not self._stopping.is_set():
-            self.stats.last_loop = time.monotonic()
-            self._apply_flow()
-            await self._replay()
-            # Everything prefetched at once (bounded by the fetch size), so that the memory
-            # room is shared among the partitions of the fetch, not taken by the first.
-            fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS)
-            counts = {tp: len(records) for tp, records in fetched.items()}
-            allowed = self.flow.memory_split(counts, self._snapshot())
-            for tp, records in fetched.items():
-                await self._admit(tp, records, allowed[tp])
-            self._apply_flow()
+            await self.fetch_once()
             # getmany returns without suspending while prefetched records remain: yield, or
             # this loop keeps the event loop to itself and staging and publishing starve.
             await asyncio.sleep(0)
+
+    async def fetch_once(self) -> None:
+        """One round of the fetch loop: reconcile pauses, replay spill, fetch, admit."""
+        self.stats.last_loop = time.monotonic()
+        self._apply_flow()
+        await self._replay()
+        # Everything prefetched at once (bounded by the fetch size), so that the memory room
+        # is shared among the partitions of the fetch, not taken by the first; but while the
+        # spill could not take the overflow, no more than memory can hold: the rest waits in
+        # the client (within the budgeted fetch size) instead of a hand-back and a re-fetch.
+        limit = None if self._spill_open() else max(1, self.flow.room(self._snapshot()))
+        fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=limit)
+        setups = {tp: self._trackers.get(tp) for tp in fetched}  # before any await
+        counts = {tp: len(records) for tp, records in fetched.items()}
+        allowed = self.flow.memory_split(counts, self._snapshot())
+        for tp, records in fetched.items():
+            await self._admit(tp, records, allowed[tp], setups[tp])
+        self._apply_flow()
+
+    def _spill_open(self) -> bool:
+        """Whether the spill has room for a fetch's overflow; says so when that changes."""
+        refusal = self.spill.refusal(self._spill_room_needed)
+        if refusal != self._spill_refusal:
+            if refusal is None:
+                log.info("spill has room again; fetching ahead of memory")
+            else:
+                log.warning(
+                    "spill cannot take records (%s): fetching only what memory holds", refusal
+                )
+            self._spill_refusal = refusal
+        return refusal is None
 
     def _snapshot(self) -> FlowSnapshot[TopicPartition]:
         spilled = {TopicPartition(t, p) for t, p in self.spill.partitions()}
@@ -350,9 +397,15 @@ class Processor:
         stats.spill_records = self.spill.records
         stats.spill_bytes = self.spill.bytes
 
-    async def _admit(self, tp: TopicPartition, records: Sequence[Any], allowed: int) -> None:
-        """Split a fetched run, in offset order: memory (up to ``allowed`` records), then
-        spill, then back to Kafka."""
+    async def _admit(
+        self,
+        tp: TopicPartition,
+        records: Sequence[Any],
+        allowed: int,
+        fetched_for: OffsetTracker | None,
+    ) -> None:
+        """Split a run fetched for the set-up ``fetched_for``, in offset order: memory (up to
+        ``allowed`` records), then spill, then back to Kafka."""
         if not records:
             return
         tracker = self._trackers.get(tp)
@@ -362,6 +415,11 @@ class Processor:
                 # back, or its offsets would be skipped by later commits.
                 self._consumer.seek(tp, records[0].offset)
             return  # otherwise revoked while fetched: the new owner reads them again
+        if tracker is not fetched_for:
+            # Set up (again) since the fetch, which sought the partition to where its work
+            # starts; this run is from before, and may overlap a spill the set-up adopted.
+            log.debug("dropping a run fetched before set-up", extra=_where(tp))
+            return
         in_memory = min(len(records), allowed, self.flow.memory_room(tp, self._snapshot()))
         spilled = 0
         if in_memory < len(records):
@@ -419,9 +477,8 @@ class Processor:
         self.buffer.drop(tp)
         await asyncio.to_thread(self.spill.discard, tp.topic, tp.partition)
         start = old.commit_point()
+        self._consumer.seek(tp, start)
         self._trackers[tp] = OffsetTracker(start)
-        if start >= 0:
-            self._consumer.seek(tp, start)
 
     # processing ------------------------------------------------------------------------
 
@@ -497,6 +554,7 @@ class Processor:
         for chunk in chunks:
             chunk.tracker.finish(chunk.first, chunk.end)
             self.buffer.release(chunk)
+        self._commits.advanced()
         stats = self.stats
         stats.published += result.published
         stats.dead_lettered.update(result.codes)
@@ -506,53 +564,7 @@ class Processor:
         self._update_gauges()
         trace.end(result, seconds, None)
 
-    # commits and memory ----------------------------------------------------------------
-
-    async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.commit_interval_s)
-            await self._commit()
-            self._record_offsets()
-
-    def _record_offsets(self) -> None:
-        """Offsets behind the lag metrics, rebuilt so that revoked partitions drop out."""
-        positions: dict[tuple[str, int], int] = {}
-        committed: dict[tuple[str, int], int] = {}
-        ends: dict[tuple[str, int], int] = {}
-        for tp, tracker in self._trackers.items():
-            key = (tp.topic, tp.partition)
-            if tracker.high_water >= 0:
-                positions[key] = tracker.high_water
-            if self._committed.get(tp, -1) >= 0:
-                committed[key] = self._committed[tp]
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                ends[key] = highwater
-        stats = self.stats
-        stats.positions, stats.committed_offsets, stats.end_offsets = positions, committed, ends
-
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for tp, tracker in self._trackers.items():
-            if only is not None and tp not in only:
-                continue
-            point = tracker.commit_point()
-            if point > self._committed.get(tp, -1):
-                offsets[tp] = point
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            log.warning("commit failed; will retry: %r", exc)
-            return
-        self._committed.update(offsets)
-        self.stats.commits += 1
-        for tp, offset in offsets.items():
-            self.stats.committed_offsets[(tp.topic, tp.partition)] = offset
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                self.stats.end_offsets[(tp.topic, tp.partition)] = highwater
+    # memory ----------------------------------------------------------------
 
     async def _memory_loop(self) -> None:
         while True:

@@ -23,6 +23,7 @@ import msgspec
 
 from processor.codec import RecordLike
 from processor.errors import SpillError
+from processor.memory import MIB
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,24 @@ class SpillStore:
             return 0
         free = shutil.disk_usage(self._dir).free - self._min_free
         return max(0, min(self._max_bytes - self.bytes, free))
+
+    def refusal(self, needed: int) -> str | None:
+        """Why the spill has less than ``needed`` bytes of room, or None if it has them."""
+        if self._max_bytes <= 0:
+            return "spilling is off: PROCESSOR_SPILL_MAX_BYTES is 0"
+        free = shutil.disk_usage(self._dir).free
+        if free - self._min_free < needed:
+            return (
+                f"{free / MIB:.0f} MiB free on {self._dir}, the reserve "
+                f"PROCESSOR_SPILL_MIN_FREE_MB is {self._min_free / MIB:.0f} MiB "
+                f"and a fetch may need {needed / MIB:.0f} MiB"
+            )
+        if self._max_bytes - self.bytes < needed:
+            return (
+                f"{self.bytes / MIB:.0f} MiB spilled of PROCESSOR_SPILL_MAX_BYTES "
+                f"{self._max_bytes / MIB:.0f} MiB and a fetch may need {needed / MIB:.0f} MiB"
+            )
+        return None
 
     def append(self, topic: str, partition: int, records: Sequence[RecordLike]) -> int:
         """Write the leading records that fit as one fsync'd segment; returns how many.

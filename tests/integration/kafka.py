@@ -49,7 +49,6 @@ def settings_for(bootstrap: str, topics: Topics, tmp: Path, **overrides: Any) ->
         "enable_idempotence": False,
         "spill_dir": tmp / "spill",
         "http_port": 0,
-        "commit_interval_s": 0.2,
         **FAST_GROUP,
     }
     values.update(overrides)

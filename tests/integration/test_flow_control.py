@@ -152,9 +152,11 @@ async def test_spill_round_trip_keeps_order_and_loses_nothing(
         assert len(set(offsets)) == len(offsets)
 
 
-async def test_full_spill_hands_records_back_to_kafka(
+async def test_without_spill_room_the_overflow_stays_in_kafka_and_is_fetched_once(
     bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
+    # A free-space reserve larger than the disk: the spill can take nothing. Before, every
+    # fetch's overflow was handed back and fetched again (20,000 inputs: 300,000+ hand-backs).
     count = await _preload(bootstrap, topics, 20_000, invalid=0)
     processor = Processor(
         settings_for(
@@ -163,13 +165,14 @@ async def test_full_spill_hands_records_back_to_kafka(
             tmp_path,
             buffer_max_records=500,
             batch_max_records=2_000,
-            spill_max_bytes=20_000,
+            spill_min_free_mb=1 << 40,
         )
     )
     summary = await _run_until_done(processor, count)
-    assert summary["handed_back"] > 0
-    assert processor.stats.pauses["spill_full"] >= 1
-    assert len(await read_all(bootstrap, topics.output, count)) == count
+    assert summary["handed_back"] == 0
+    assert summary["spilled"] == 0
+    assert summary["peak_buffered"] <= 500
+    assert len(await _results(bootstrap, topics, count)) == count
 
 
 async def test_rebalance_while_paused_keeps_pause_state_and_loses_nothing(
@@ -281,11 +284,11 @@ class _SlowListener(Processor):
         self.early_runs = 0
         self._early = asyncio.Event()
 
-    async def _admit(self, tp: Any, records: Any, allowed: int) -> None:
+    async def _admit(self, tp: Any, records: Any, allowed: int, fetched_for: Any) -> None:
         if records and tp not in self._trackers:
             self.early_runs += 1
             self._early.set()
-        await super()._admit(tp, records, allowed)
+        await super()._admit(tp, records, allowed, fetched_for)
 
     async def on_assigned(self, assigned: Any) -> None:
         await asyncio.wait_for(self._early.wait(), timeout=30)

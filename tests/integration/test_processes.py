@@ -57,7 +57,14 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
     bootstrap: str, topics: Topics, tmp_path: Path, record_property: Any
 ) -> None:
     valid, invalid = await _produce_sample(bootstrap, topics)
-    settings = settings_for(bootstrap, topics, tmp_path, stage_delay_ms=25, batch_max_records=400)
+    settings = settings_for(
+        bootstrap,
+        topics,
+        tmp_path,
+        stage_delay_ms=25,
+        batch_max_records=400,
+        buffer_max_records=2_000,
+    )
     first = ProcessorProcess(settings, tmp_path / "first.log")
     try:
         await read_all(bootstrap, topics.output, 4_000)
@@ -79,7 +86,10 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
     duplicates = len(points) + len(letters) - COUNT
     record_property("duplicates_after_kill_9", duplicates)
     print(f"\nkill -9 test: {duplicates} duplicates out of {COUNT} records")
-    assert 0 <= duplicates <= settings.buffer_max_records + settings.batch_max_records
+    # A crash repeats what was in flight (the buffer) and what was acknowledged since the
+    # last commit, which follows the acknowledgements within the commit floor (a few batches).
+    # With commits on a 1 s timer this was up to a second of work: 16,000 records here.
+    assert 0 <= duplicates <= settings.buffer_max_records + 2 * settings.batch_max_records
 
 
 async def test_two_members_share_the_group_and_lose_nothing_when_one_stops(
