@@ -7,6 +7,7 @@ view); only a record that fails it is classified field by field to find the prec
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ import numpy.typing as npt
 SENSOR_ID_MAX = 128
 CRS_MAX = 64
 COORDINATE_MAX = 1e15  # refuses inf while admitting any real projected coordinate
-TOO_LARGE_KEPT_BYTES = 4096
+#: What a dead letter keeps of an input at or over the maximum payload size: enough to see
+#: what it was, small enough for any broker; the source names the whole record.
+CUT_PAYLOAD_KEPT_BYTES = 4096
 Headers = list[tuple[str, bytes]]
 
 
@@ -33,6 +36,7 @@ class DeadLetterCode(StrEnum):
     INVALID_GEOMETRY = "invalid_geometry"
     OUTSIDE_AREA = "outside_area"
     TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
     UNKNOWN_CRS = "unknown_crs"
 
 
@@ -236,6 +240,9 @@ def _decode_other(
     return document, reading.sensor_id, x, y, crs
 
 
+_TOO_DEEP = "JSON nested deeper than the decoder allows"
+
+
 def _too_large(raw: bytes | None, max_bytes: int) -> tuple[DeadLetterCode, str]:
     if raw is None:
         return DeadLetterCode.INVALID_JSON, "record has no value (tombstone)"
@@ -243,13 +250,18 @@ def _too_large(raw: bytes | None, max_bytes: int) -> tuple[DeadLetterCode, str]:
 
 
 def _classify(raw: bytes, exc: Exception) -> tuple[DeadLetterCode, str]:
-    """Precise reason for a record the fast path refused (slow path, bad records only)."""
+    """Precise reason for a record the fast path refused (slow path, bad records only).
+
+    msgspec spends one level of Python's recursion limit per level of nesting and raises
+    RecursionError past it: at about 1,000 levels (the limit less the stack in use), which
+    is 2 KB of brackets, so this is a reason of its own, not a matter of size.
+    """
     if isinstance(exc, RecursionError):
-        return DeadLetterCode.TOO_LARGE, "JSON nested deeper than the decoder allows"
+        return DeadLetterCode.TOO_DEEP, _TOO_DEEP
     try:
         document = _decoder.decode(raw)
     except RecursionError:
-        return DeadLetterCode.TOO_LARGE, "JSON nested deeper than the decoder allows"
+        return DeadLetterCode.TOO_DEEP, _TOO_DEEP
     except msgspec.ValidationError as error:  # e.g. 1e999: a number no float can hold
         return DeadLetterCode.OUT_OF_RANGE, f"number out of range: {error}"
     except UnicodeDecodeError:
@@ -387,29 +399,43 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
     return values
 
 
-def encode_dead_letter(record: Consumed, code: DeadLetterCode, message: str) -> bytes:
-    """The dead-letter contract: the reason, where it came from, and the untouched payload.
+def encode_dead_letter(
+    record: Consumed, code: DeadLetterCode, message: str, max_bytes: int
+) -> bytes:
+    """The dead-letter contract: the reason, where it came from, and the complete payload.
 
-    Only a ``too_large`` payload is cut to its first ``TOO_LARGE_KEPT_BYTES`` (flagged with
-    ``payload_truncated``): carrying it whole could exceed the broker's message size.
+    Only a payload of ``max_bytes`` or more is cut, to its first ``CUT_PAYLOAD_KEPT_BYTES``
+    (less a trailing partial UTF-8 character), and then the letter says so: it could exceed
+    the broker's message size whole, and its size and SHA-256 identify the original.
     """
     letter: dict[str, Any] = {
         "error": {"code": code.value, "message": message},
         "source": source_of(record),
     }
     payload = record.value
-    if (
-        payload is not None
-        and len(payload) > TOO_LARGE_KEPT_BYTES
-        and (code is DeadLetterCode.TOO_LARGE)
-    ):
-        payload = payload[:TOO_LARGE_KEPT_BYTES]
-        letter["payload_truncated"] = True
-    if payload is not None:
-        try:
-            letter["payload"] = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            letter["payload_b64"] = base64.b64encode(payload).decode("ascii")
-    else:
+    if payload is None:
         letter["payload"] = None
+        return _encoder.encode(letter)
+    kept = payload
+    if len(payload) >= max_bytes and len(payload) > CUT_PAYLOAD_KEPT_BYTES:
+        kept = payload[:CUT_PAYLOAD_KEPT_BYTES]
+        letter["payload_truncated"] = True
+        letter["payload_size"] = len(payload)
+        letter["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+    text = _utf8(kept, cut=kept is not payload)
+    if text is not None:
+        letter["payload"] = text
+    else:
+        letter["payload_b64"] = base64.b64encode(kept).decode("ascii")
     return _encoder.encode(letter)
+
+
+def _utf8(data: bytes, *, cut: bool) -> str | None:
+    """``data`` as text, or None if it is not UTF-8; a ``cut`` prefix may end mid-character,
+    and then loses that character's first bytes rather than becoming base64."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if cut and error.reason == "unexpected end of data":
+            return data[: error.start].decode("utf-8")
+        return None

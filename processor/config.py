@@ -103,7 +103,10 @@ class Settings(BaseSettings):
     # Spatial
     target_crs: str = Field("EPSG:3857", description="CRS of output x/y")
     max_payload_bytes: int = Field(
-        1_048_576, ge=64, description="Larger input records are dead-lettered (too_large)"
+        1_048_576,
+        ge=64,
+        description="Larger input records are dead-lettered (too_large); the dead letter of "
+        "an input this size or larger keeps only its first 4096 bytes",
     )
     geofences: Path | None = Field(
         None, description="Polygon file (GeoJSON, GeoPackage, Shapefile) to tag points with"

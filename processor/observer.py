@@ -2,17 +2,20 @@
 
 The pipeline calls ``begin`` once per batch before the stage runs and ``end`` once when the
 broker acknowledged the batch's outputs (or it failed). ``stamps`` lets the observer put
-headers (a ``traceparent``) on the batch's outputs without the stage knowing why. Everything
-here is per batch: an observer must never make the pipeline do per-record work it did not
-ask for, and the default one does nothing at all, so the core runs without OpenTelemetry.
+headers (a ``traceparent``) on the batch's outputs without the stage knowing why. An
+observer must never make the pipeline do per-record work it did not ask for. The default one
+records nothing, but it passes the upstream trace context on (:mod:`processor.propagation`):
+trace context flows whether or not spans are recorded, and the core needs no OpenTelemetry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from processor.codec import Headers, RecordLike
+from processor.propagation import propagate
 from processor.stage import StageResult
 
 
@@ -32,18 +35,18 @@ class BatchObserver(Protocol):
         """A batch of ``records`` from ``partitions`` of the input topic is about to run."""
 
 
-class _Untraced:
-    stamps: Sequence[Headers] | None = None
+@dataclass(slots=True)
+class Untraced:
+    """A batch without a span: its outputs carry their inputs' upstream context, if any."""
+
+    stamps: Sequence[Headers] | None
 
     def end(self, result: StageResult | None, seconds: float, error: Exception | None) -> None:
         return None
 
 
-_UNTRACED = _Untraced()
-
-
 class Unobserved:
-    """The default observer: no spans, no headers, no cost."""
+    """The default observer: no spans, no metrics; trace context passed on unchanged."""
 
     def begin(self, records: Sequence[RecordLike], partitions: Sequence[int]) -> BatchTrace:
-        return _UNTRACED
+        return Untraced(propagate(records))

@@ -98,7 +98,7 @@ BAD_INPUTS: dict[str, tuple[bytes, str]] = {
     ),
     "deep_nesting": (
         b'{"sensor_id": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-        "too_large",
+        "too_deep",
     ),
     "too_large": (
         b'{"sensor_id": "a", "blob": "' + b"x" * (1024 * 1024 + 10) + b'"}',

@@ -180,7 +180,7 @@ class SpatialStage:
             where = Where(topics[index], partitions[index], offsets[index], batch.values[index])
             output.failed.append(index)
             output.codes.append(code)
-            output.letters.append(encode_dead_letter(where, code, message))
+            output.letters.append(encode_dead_letter(where, code, message, self._max_bytes))
         return output
 
     def _regions(self, projection: Projection) -> list[list[str]] | None:

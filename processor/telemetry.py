@@ -2,7 +2,8 @@
 
 Traces go where ``OTEL_TRACES_EXPORTER`` says (``otlp``, ``console`` or ``none``; a comma
 separated list). Unset, it means ``otlp`` when an OTLP endpoint is configured and ``none``
-otherwise, so with nothing configured no span is started and no header is touched. The SDK
+otherwise, so with nothing configured no span is started; the upstream trace context is
+still passed on to outputs (:mod:`processor.propagation`), as a no-op tracer would. The SDK
 reads everything else itself: the sampler (``OTEL_TRACES_SAMPLER``/``_ARG``), the resource
 (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), endpoints, headers, batch sizes and
 export intervals.
@@ -36,6 +37,7 @@ from processor.config import Settings
 from processor.errors import ConfigError
 from processor.metrics import batch_latency, observe
 from processor.observer import BatchTrace
+from processor.propagation import propagate
 from processor.stage import StageResult
 from processor.stats import Stats
 from processor.tracing import BatchTracer, TracedBatch
@@ -91,11 +93,8 @@ def service_resource() -> Resource:
 @dataclass(slots=True)
 class _Batch:
     latency: Histogram
-    traced: TracedBatch | None
-
-    @property
-    def stamps(self) -> Sequence[Headers] | None:
-        return self.traced.stamps if self.traced is not None else None
+    stamps: Sequence[Headers] | None
+    traced: TracedBatch | None = None
 
     def end(self, result: StageResult | None, seconds: float, error: Exception | None) -> None:
         self.latency.record(seconds)
@@ -157,8 +156,10 @@ class Telemetry:
         observe(self._meter, stats)
 
     def begin(self, records: Sequence[RecordLike], partitions: Sequence[int]) -> BatchTrace:
-        traced = self._tracer.begin(records, partitions) if self._tracer is not None else None
-        return _Batch(self._latency, traced)
+        if self._tracer is None:
+            return _Batch(self._latency, propagate(records))
+        traced = self._tracer.begin(records, partitions)
+        return _Batch(self._latency, traced.stamps, traced)
 
     def prometheus_text(self) -> bytes:
         """The current metrics in the Prometheus text format (collects on each call)."""

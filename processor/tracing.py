@@ -5,7 +5,9 @@ conventions, started as a root and linked to the upstream contexts found in the 
 ``traceparent`` headers (distinct ones, up to the SDK's link limit). Every output and dead
 letter gets a ``traceparent`` whose parent is the batch span. An output whose input carried
 a trace keeps that trace id, so a downstream consumer continues the sensor's own trace, and
-the upstream sampling flag, so the trace is sampled consistently end to end.
+the upstream sampling flag, so the trace is sampled consistently end to end. A tracer whose
+spans have no valid context (OpenTelemetry's no-op tracer) stamps as
+:mod:`processor.propagation` does: the upstream contexts unchanged, nothing on the others.
 
 Why not a child span per upstream trace, the textbook shape: a recorded span costs about
 30 us here, and upstream producers usually start a trace per reading, so that is 15 times
@@ -16,7 +18,6 @@ cost a truthiness test and share one header list per batch.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,62 +35,8 @@ from opentelemetry.trace import (
 )
 
 from processor.codec import Headers, RecordLike
+from processor.propagation import TRACEPARENT, Upstream, passed_on, upstreams
 from processor.stage import StageResult
-
-TRACEPARENT = "traceparent"
-# version-traceid-parentid-flags; versions above 00 may append fields (W3C Trace Context).
-_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.S)
-_ZERO_TRACE = b"0" * 32
-_ZERO_SPAN = b"0" * 16
-
-#: (trace id, parent span id) as lowercase hex bytes from the header, and ``b"01"`` if the
-#: upstream sampled the trace, else ``b"00"`` (the only flag propagated).
-Upstream = tuple[bytes, bytes, bytes]
-
-
-def parse_traceparent(value: object) -> Upstream | None:
-    """The context in a ``traceparent`` header value, or None if it is not a valid one."""
-    if not isinstance(value, bytes):
-        return None
-    match = _TRACEPARENT.fullmatch(value)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == b"ff" or (version == b"00" and rest is not None):
-        return None
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return None
-    return trace_id, span_id, b"01" if int(flags, 16) & 1 else b"00"
-
-
-def traceparent_of(headers: Any) -> object:
-    """The value of the first ``traceparent`` of a record's headers (None if there is none)."""
-    for name, value in headers:
-        if name == TRACEPARENT:
-            return value
-    return None
-
-
-def upstreams(records: Sequence[RecordLike]) -> list[tuple[int, Upstream]]:
-    """(index, context) of the records that carry a valid ``traceparent``.
-
-    Records without headers cost one truthiness test; a value seen before in the batch (the
-    outputs of one upstream batch share theirs) costs a dict lookup instead of a parse.
-    """
-    with_headers = [(i, record.headers) for i, record in enumerate(records) if record.headers]
-    parsed: dict[object, Upstream | None] = {}
-    found: list[tuple[int, Upstream]] = []
-    for i, headers in with_headers:
-        value = traceparent_of(headers)
-        if value is None:
-            continue
-        if value in parsed:
-            context = parsed[value]
-        else:
-            context = parsed[value] = parse_traceparent(value)
-        if context is not None:
-            found.append((i, context))
-    return found
 
 
 @dataclass(slots=True)
@@ -142,8 +89,8 @@ class BatchTracer:
             for context in self._link_contexts(found):
                 span.add_link(context)
         own = span.get_span_context()
-        if not own.is_valid:
-            return TracedBatch(span, None)
+        if not own.is_valid:  # a no-op tracer: pass the upstream contexts on unchanged
+            return TracedBatch(span, passed_on(len(records), found))
         parent = b"-%016x-" % own.span_id
         flags = b"01" if own.trace_flags.sampled else b"00"
         stamps = [[(TRACEPARENT, b"00-%032x%s%s" % (own.trace_id, parent, flags))]] * len(records)

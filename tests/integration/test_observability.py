@@ -106,6 +106,68 @@ async def test_traceparent_flows_from_inputs_through_batch_spans_to_outputs(
             assert trace_id == sent.decode().split("-")[1]
 
 
+def _passed_on(i: int) -> bytes | None:
+    """One in three inputs carries no context; the others one of five, sampled or not."""
+    if i % 3 == 0:
+        return None
+    return b"00-%032x-%016x-%s" % (0xC0 + i % 5, 0xD0 + i % 5, b"01" if i % 3 == 1 else b"00")
+
+
+@pytest.mark.parametrize("observer", ["OTEL_TRACES_EXPORTER=none", "no observer"])
+async def test_without_a_trace_exporter_outputs_and_dead_letters_keep_upstream_context(
+    bootstrap: str,
+    topics: Topics,
+    tmp_path: Path,
+    observer: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sample = list(readings(400, sensors=40, invalid_ratio=0.1, seed=5))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
+    await producer.start()
+    try:
+        for i, (key, value, _) in enumerate(sample):
+            header = _passed_on(i)
+            headers = [("traceparent", header), ("origin", b"lab")] if header else []
+            await producer.send(topics.input, value, key=key, partition=i % 2, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    sent = {(i % 2, i // 2): _passed_on(i) for i in range(len(sample))}  # (partition, offset)
+
+    settings = settings_for(bootstrap, topics, tmp_path, batch_max_records=64)
+    telemetry = None
+    if observer == "no observer":
+        processor = Processor(settings)
+    else:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+        telemetry = Telemetry.from_env(settings)
+        assert not telemetry.tracing
+        processor = Processor(settings, observer=telemetry)
+    running = asyncio.create_task(processor.run())
+    await wait_for(lambda: processor.stats.finished >= len(sample), what="all processed")
+    processor.stop()
+    assert await running == 0
+    if telemetry is not None:
+        telemetry.shutdown()
+
+    invalid = sum(1 for *_, code in sample if code)
+    assert invalid
+    outputs = await read_all(bootstrap, topics.output, len(sample) - invalid)
+    letters = await read_all(bootstrap, topics.dlq, invalid)
+    assert len(outputs) + len(letters) == len(sample)
+    for records in (outputs, letters):
+        flags = set()
+        for record in records:
+            source = json.loads(record.value)["source"]
+            upstream = sent[(source["partition"], source["offset"])]
+            carried = [v for k, v in record.headers if k == "traceparent"]
+            assert carried == ([upstream] if upstream else [])  # trace, parent, sampled flag
+            flags.add(upstream[-2:] if upstream else None)
+        assert flags == {b"01", b"00", None}  # sampled, unsampled and no upstream context
+
+
 async def _get(port: int, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from processor.codec import (
-    TOO_LARGE_KEPT_BYTES,
+    CUT_PAYLOAD_KEPT_BYTES,
     Columns,
     DeadLetterCode,
     Rejection,
@@ -58,6 +59,20 @@ def rejected_code(raw: bytes | None, max_bytes: int = MAX_BYTES) -> DeadLetterCo
     assert rejections[0].index == 0
     assert rejections[0].message
     return rejections[0].code
+
+
+def letter_of(
+    payload: bytes | None,
+    max_bytes: int = MAX_BYTES,
+    code: DeadLetterCode = DeadLetterCode.INVALID_JSON,
+) -> dict:
+    return json.loads(encode_dead_letter(record(payload), code, "m", max_bytes))
+
+
+def carried(letter: dict) -> bytes:
+    if "payload" in letter:
+        return letter["payload"].encode("utf-8")
+    return base64.b64decode(letter["payload_b64"], validate=True)
 
 
 # bad inputs ---------------------------------------------------------------------------
@@ -306,7 +321,7 @@ def test_encode_points_is_encode_point_row_by_row_across_partitions(with_regions
 def test_dead_letter_of_utf8_payload_is_text() -> None:
     raw = b'{"sensor_id": "caf\xc3\xa9", "oops"'
     rec = record(raw, offset=9, partition=1)
-    letter = json.loads(encode_dead_letter(rec, DeadLetterCode.INVALID_JSON, "bad json"))
+    letter = json.loads(encode_dead_letter(rec, DeadLetterCode.INVALID_JSON, "bad json", MAX_BYTES))
     assert letter["payload"] == raw.decode("utf-8")
     assert "payload_b64" not in letter
     assert letter["error"] == {"code": "invalid_json", "message": "bad json"}
@@ -317,53 +332,83 @@ def test_dead_letter_of_utf8_payload_is_text() -> None:
     "raw", [b"\xff\xfe\x00", b'{"sensor_id": "\xff"}', bytes(range(256)), b"\xc3"]
 )
 def test_dead_letter_of_non_utf8_payload_is_base64(raw: bytes) -> None:
-    letter = json.loads(encode_dead_letter(record(raw), DeadLetterCode.INVALID_JSON, "x"))
+    letter = letter_of(raw)
     assert "payload" not in letter
     assert base64.b64decode(letter["payload_b64"], validate=True) == raw
 
 
 def test_dead_letter_of_tombstone_has_null_payload() -> None:
-    letter = json.loads(encode_dead_letter(record(None), DeadLetterCode.INVALID_JSON, "x"))
+    letter = letter_of(None)
     assert letter["payload"] is None
     assert "payload_b64" not in letter
 
 
 def test_dead_letter_of_empty_payload_is_empty_text() -> None:
-    letter = json.loads(encode_dead_letter(record(b""), DeadLetterCode.INVALID_JSON, "x"))
+    letter = letter_of(b"")
     assert letter["payload"] == ""
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
 def test_dead_letter_payload_round_trips_every_bad_input(kind: str) -> None:
     payload, code = BAD_INPUTS[kind]
-    letter = json.loads(encode_dead_letter(record(payload), DeadLetterCode(code), "m"))
-    carried = (
-        letter["payload"].encode("utf-8")
-        if "payload" in letter
-        else base64.b64decode(letter["payload_b64"], validate=True)
-    )
+    letter = letter_of(payload, code=DeadLetterCode(code))
     assert letter["error"]["code"] == code
-    if len(payload) > TOO_LARGE_KEPT_BYTES and code == "too_large":
-        # Cut so the dead letter fits the broker's message size, and flagged as cut.
-        assert carried == payload[:TOO_LARGE_KEPT_BYTES]
+    if len(payload) >= MAX_BYTES:
+        assert carried(letter) == payload[:CUT_PAYLOAD_KEPT_BYTES]
         assert letter["payload_truncated"] is True
     else:
-        assert carried == payload
+        assert carried(letter) == payload
         assert "payload_truncated" not in letter
 
 
-def test_dead_letter_of_small_too_large_payload_is_whole_and_not_flagged() -> None:
-    payload = b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
-    letter = json.loads(encode_dead_letter(record(payload), DeadLetterCode.TOO_LARGE, "deep"))
-    assert letter["payload"].encode("utf-8") == payload
-    assert letter.get("payload_truncated", False) is False
+def test_deeply_nested_json_is_too_deep_not_too_large() -> None:
+    payload = b'{"sensor_id": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert len(payload) > 10_000
+    assert rejected_code(payload) is DeadLetterCode.TOO_DEEP
+    letter = letter_of(payload, code=DeadLetterCode.TOO_DEEP)
+    assert carried(letter) == payload
+    assert letter.keys() == {"error", "source", "payload"}
 
 
-def test_dead_letter_of_truncated_non_utf8_payload_is_base64_prefix() -> None:
-    payload = b"\xff" * (TOO_LARGE_KEPT_BYTES * 2)
-    letter = json.loads(encode_dead_letter(record(payload), DeadLetterCode.TOO_LARGE, "big"))
-    assert base64.b64decode(letter["payload_b64"]) == payload[:TOO_LARGE_KEPT_BYTES]
+@pytest.mark.parametrize("size", [CUT_PAYLOAD_KEPT_BYTES + 1, 100_000, MAX_BYTES - 1])
+def test_dead_letter_under_the_maximum_payload_size_is_complete(size: int) -> None:
+    payload = b"{" + b"x" * (size - 1)
+    for code in DeadLetterCode:
+        letter = letter_of(payload, code=code)
+        assert carried(letter) == payload
+        assert letter.keys() == {"error", "source", "payload"}
+
+
+@pytest.mark.parametrize("extra", [0, 1, 5_000])
+def test_dead_letter_at_or_over_the_maximum_is_cut_with_size_and_sha256(extra: int) -> None:
+    max_bytes = 10_000
+    payload = bytes(range(256)) * ((max_bytes + extra) // 256) + b"z" * ((max_bytes + extra) % 256)
+    letter = letter_of(payload, max_bytes, DeadLetterCode.TOO_LARGE)
+    assert carried(letter) == payload[:CUT_PAYLOAD_KEPT_BYTES]
     assert letter["payload_truncated"] is True
+    assert letter["payload_size"] == len(payload) == max_bytes + extra
+    assert letter["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_a_cut_never_ends_text_mid_character() -> None:
+    payload = b"a" + "\u00e9".encode() * MAX_BYTES  # the cut falls inside an é
+    letter = letter_of(payload)
+    assert letter["payload"] == "a" + "\u00e9" * ((CUT_PAYLOAD_KEPT_BYTES - 2) // 2)
+    assert letter["payload_size"] == len(payload)
+
+
+def test_a_cut_of_non_utf8_payload_is_a_base64_prefix() -> None:
+    payload = b"\xff" * (MAX_BYTES * 2)
+    letter = letter_of(payload)
+    assert base64.b64decode(letter["payload_b64"]) == payload[:CUT_PAYLOAD_KEPT_BYTES]
+    assert letter["payload_truncated"] is True
+
+
+def test_a_payload_over_a_small_maximum_but_within_the_kept_bytes_is_whole() -> None:
+    payload = b"x" * 1_000
+    letter = letter_of(payload, max_bytes=64)
+    assert carried(letter) == payload
+    assert "payload_truncated" not in letter
 
 
 def test_plain_records_keep_their_bytes_and_others_are_normalised() -> None:

@@ -62,11 +62,15 @@ def test_exporter_names_follow_the_environment(
     assert exporter_names("metrics") == metrics
 
 
-def test_nothing_configured_means_no_tracing() -> None:
+def test_nothing_configured_means_no_tracing_but_context_passed_on() -> None:
+    upstream = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
     telemetry = Telemetry.from_env(SETTINGS)
     try:
         assert not telemetry.tracing
         assert telemetry.begin([record(reading())], [0]).stamps is None
+        traced = record(reading(), 1, headers=[("traceparent", upstream)])
+        stamps = telemetry.begin([record(reading()), traced], [0]).stamps
+        assert stamps == [[], [("traceparent", upstream)]]
     finally:
         telemetry.shutdown()
 

@@ -14,7 +14,7 @@ from opentelemetry.trace import NoOpTracer, SpanKind, StatusCode
 
 from processor.spatial import Reprojector
 from processor.stage import ERROR_HEADER, SpatialStage, StageResult
-from processor.tracing import BatchTracer, parse_traceparent, upstreams
+from processor.tracing import BatchTracer
 
 from .records import process, reading, record
 
@@ -38,46 +38,6 @@ def tracer(exporter: InMemorySpanExporter) -> BatchTracer:
 def _parts(value: bytes) -> tuple[str, str, str, str]:
     version, trace_id, span_id, flags = value.decode().split("-")
     return version, trace_id, span_id, flags
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (UPSTREAM, (TRACE_ID.encode(), b"b7ad6b7169203331", b"01")),
-        (b"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03-later",
-         (TRACE_ID.encode(), b"b7ad6b7169203331", b"01")),
-        (b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-02",
-         (TRACE_ID.encode(), b"b7ad6b7169203331", b"00")),
-        (b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra", None),
-        (b"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None),
-        (b"00-00000000000000000000000000000000-b7ad6b7169203331-01", None),
-        (b"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", None),
-        (b"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", None),
-        (b"00-abc-def-01", None),
-        (b"", None),
-        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None),
-        (None, None),
-    ],
-)  # fmt: skip
-def test_parse_traceparent(value: object, expected: object) -> None:
-    assert parse_traceparent(value) == expected
-
-
-def test_upstreams_reads_the_first_traceparent_header_of_each_record() -> None:
-    other = b"00-11111111111111111111111111111111-2222222222222222-00"
-    records = [
-        record(reading(), 0, headers=[("other", b"x"), ("traceparent", UPSTREAM)]),
-        record(reading(), 1, headers=[("Traceparent", UPSTREAM)]),
-        record(reading(), 2),
-        record(reading(), 3, headers=[("traceparent", b"nope"), ("traceparent", UPSTREAM)]),
-        record(reading(), 4, headers=[("traceparent", UPSTREAM)]),
-        record(reading(), 5, headers=[("traceparent", other), ("traceparent", UPSTREAM)]),
-    ]
-    assert [(i, context[0][:4]) for i, context in upstreams(records)] == [
-        (0, b"0af7"),
-        (4, b"0af7"),
-        (5, b"1111"),
-    ]
 
 
 def test_one_consumer_span_per_batch_with_messaging_attributes(
@@ -170,11 +130,13 @@ def test_unsampled_batch_still_stamps_outputs_with_flag_00() -> None:
     assert _parts(stamps[1][0][1])[1] == TRACE_ID
 
 
-def test_a_noop_tracer_stamps_nothing() -> None:
+def test_a_noop_tracer_passes_upstream_contexts_on_unchanged() -> None:
     tracer = BatchTracer(NoOpTracer(), "t", "g")
-    batch = tracer.begin([record(reading(), headers=[("traceparent", UPSTREAM)])], [0])
-    assert batch.stamps is None
+    records = [record(reading(), headers=[("traceparent", UPSTREAM)]), record(reading(), 1)]
+    batch = tracer.begin(records, [0])
+    assert batch.stamps == [[("traceparent", UPSTREAM)], []]
     batch.end(None, None)
+    assert tracer.begin([record(reading())], [0]).stamps is None
 
 
 def test_records_without_headers_share_one_header_list(tracer: BatchTracer) -> None:
