@@ -51,11 +51,20 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    """A Tansu process on loopback; use as a (sync) context manager."""
+    """A Tansu process on loopback; use as a (sync) context manager.
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    With ``authentication`` every client must log in with SASL. This build offers only
+    SCRAM-SHA-256/512 (it closes the connection of a PLAIN handshake), and with memory storage
+    it has no users and no supported way to add one: ``tansu user create`` is refused for not
+    logging in. So it serves the failure paths of a login, never a successful one.
+    """
+
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, authentication: bool = False
+    ) -> None:
         self.port = port or free_port()
         self._log_path = log_path
+        self._authentication = authentication
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +84,7 @@ class EmbeddedBroker:
                 url,
                 "--storage-engine",
                 "memory://tansu/",
+                *(["--authentication"] if self._authentication else []),
             ],
             stdout=log or subprocess.DEVNULL,
             stderr=log or subprocess.DEVNULL,

@@ -1,7 +1,9 @@
 """``processor``: run the service, the demo, or a sample producer.
 
 Settings are parsed only by ``processor.config``; this module only maps flags onto it and
-turns deliberate errors into one line and a non-zero exit.
+turns deliberate errors into one line and a non-zero exit. It imports the rest of the
+processor only once SIGTERM/SIGINT are caught: the imports alone take a second or two, and a
+stop asked for then must end in a clean exit 0 too, not a death by the signal.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 
-from processor.config import Settings, add_setting_flags, flag_overrides, load_settings
 from processor.errors import ProcessorError
-from processor.logs import setup_logging
-from processor.sample import publish_samples
-from processor.service import serve
 
 EXIT_CONFIG = 2
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from processor.config import add_setting_flags  # noqa: PLC0415 - see the docstring
+
     parser = argparse.ArgumentParser(prog="processor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="consume, reproject and publish until SIGTERM")
@@ -83,41 +85,73 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(options))
 
 
-def _install_signals(stop: object) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)  # type: ignore[arg-type]
+class _EarlyStop:
+    """SIGTERM/SIGINT from the first line of ``main``: remembered until the event loop's
+    handlers take over, then acted on at once."""
 
+    def __init__(self) -> None:
+        self.asked = False
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, self._remember)
 
-async def _run(settings: Settings) -> int:
-    return await serve(settings, _install_signals)
+    def _remember(self, signum: int, frame: FrameType | None) -> None:
+        self.asked = True
+
+    def hand_over(self, stop: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop)
+        if self.asked:
+            stop()
+
+    def release(self) -> None:
+        """The default handlers again (the demo handles its own signals)."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    early = _EarlyStop()
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
+            early.release()
+            if early.asked:
+                return 130
+            from processor.logs import setup_logging  # noqa: PLC0415 - see the docstring
+
             setup_logging("WARNING", "text")
             return _demo(args)
-        settings = load_settings(flag_overrides(args), args.config)
-        setup_logging(settings.log_level, settings.log_format)
-        if args.command == "sample":
-            return asyncio.run(
-                publish_samples(
-                    settings,
-                    _install_signals,
-                    rate=args.rate,
-                    sensors=args.sensors,
-                    count=args.count,
-                    invalid_ratio=args.invalid_ratio,
-                )
-            )
-        return asyncio.run(_run(settings))
+        return _serve(args, early)
     except ProcessorError as exc:
         print(f"processor: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+
+
+def _serve(args: argparse.Namespace, early: _EarlyStop) -> int:
+    """``run`` or ``sample``, which stop on SIGTERM/SIGINT."""
+    # The heavy imports, now that a signal only asks for a stop:
+    from processor.config import flag_overrides, load_settings  # noqa: PLC0415
+    from processor.logs import setup_logging  # noqa: PLC0415
+    from processor.sample import publish_samples  # noqa: PLC0415
+    from processor.service import serve  # noqa: PLC0415
+
+    settings = load_settings(flag_overrides(args), args.config)
+    setup_logging(settings.log_level, settings.log_format)
+    if args.command == "sample":
+        return asyncio.run(
+            publish_samples(
+                settings,
+                early.hand_over,
+                rate=args.rate,
+                sensors=args.sensors,
+                count=args.count,
+                invalid_ratio=args.invalid_ratio,
+            )
+        )
+    return asyncio.run(serve(settings, early.hand_over))
 
 
 if __name__ == "__main__":

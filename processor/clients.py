@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from processor.bare_records import bare_value, use_bare_records
 from processor.config import Settings
+from processor.errors import ConfigError
 
 #: Upper bound of one fetch response, whatever the budget: prefetch must not defeat the bound.
 MAX_FETCH_BYTES = 32 * 1024 * 1024
@@ -17,19 +18,35 @@ MAX_FETCH_BYTES = 32 * 1024 * 1024
 def security_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments shared by every aiokafka client: protocol, TLS context, SASL."""
     options: dict[str, Any] = {"security_protocol": settings.security_protocol}
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
-        if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
-            context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile))
-        options["ssl_context"] = context
-    if settings.security_protocol.startswith("SASL_"):
+    if settings.uses_tls:
+        options["ssl_context"] = _tls_context(settings)
+    if settings.uses_sasl:
         password = settings.sasl_password
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
         options["sasl_plain_password"] = password.get_secret_value() if password else None
     return options
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    """The client's TLS context; a file that is not what its setting says is a ConfigError."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
+        )
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"invalid setting PROCESSOR_SSL_CAFILE (--ssl-cafile): not a PEM CA bundle: {exc}"
+        ) from None
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        try:
+            context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile))
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                "invalid setting PROCESSOR_SSL_CERTFILE (--ssl-certfile): not a PEM certificate "
+                f"matching PROCESSOR_SSL_KEYFILE (--ssl-keyfile): {exc}"
+            ) from None
+    return context
 
 
 def fetch_bytes(settings: Settings, budget_bytes: int) -> tuple[int, int]:

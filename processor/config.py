@@ -200,7 +200,7 @@ class Settings(BaseSettings):
             )
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms: must be at most a third of session_timeout_ms")
-        sasl = self.security_protocol.startswith("SASL_")
+        sasl = self.uses_sasl
         credentials = (self.sasl_mechanism, self.sasl_username, self.sasl_password)
         if sasl and not all(credentials):
             raise ValueError(
@@ -213,14 +213,21 @@ class Settings(BaseSettings):
             )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_keyfile: ssl_certfile and ssl_keyfile go together")
-        uses_tls = self.security_protocol in ("SSL", "SASL_SSL")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, name)
-            if path is not None and not uses_tls:
+            if path is not None and not self.uses_tls:
                 raise ValueError(f"{name}: set, but security_protocol is {self.security_protocol}")
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: no such file: {path}")
         return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
 
     @property
     def memory_resume(self) -> float:

@@ -5,6 +5,9 @@
     ProcessorError                 base of everything the processor raises on purpose
     ├── ConfigError                a setting is missing, malformed or inconsistent (names it)
     ├── BrokerUnavailableError     the Kafka cluster cannot be reached at start-up
+    ├── TlsHandshakeError          a bootstrap server was reached, but the TLS handshake failed
+    ├── AuthenticationFailedError  a bootstrap server refused the SASL mechanism or the login,
+    │                              or closed the connection of a client that did not log in
     ├── DeliveryFailedError        the broker did not acknowledge a write; nothing past it is
     │                              committed and the processor stops so a restart re-reads it
     ├── SpillError                 a spill segment could not be written or read
@@ -27,6 +30,14 @@ class ConfigError(ProcessorError):
 
 class BrokerUnavailableError(ProcessorError):
     """The bootstrap servers could not be reached."""
+
+
+class TlsHandshakeError(ProcessorError):
+    """The TLS handshake with a bootstrap server failed (certificate, CA, protocol)."""
+
+
+class AuthenticationFailedError(ProcessorError):
+    """The broker refused to let the processor in; the message never holds the password."""
 
 
 class DeliveryFailedError(ProcessorError):

@@ -16,9 +16,8 @@ from processor.telemetry import Telemetry
 async def serve(settings: Settings, install_signals: Callable[[Callable[[], None]], None]) -> int:
     telemetry = Telemetry.from_env(settings)
     processor = Processor(settings, observer=telemetry)
+    install_signals(processor.stop)  # before start-up: a stop while starting is graceful too
     async with exposed(processor, telemetry, settings.http_host, settings.http_port):
-        await processor.start()
-        install_signals(processor.stop)
         return await processor.run()
 
 

@@ -15,6 +15,7 @@ parent's end of its socket closes, so a ``kill -9`` of the processor leaves no o
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import multiprocessing
 import multiprocessing.process
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 from processor.config import Settings
 from processor.errors import ConfigError, StageWorkerError
+from processor.lifecycle import all_or_none
 from processor.memory import CGROUP_ROOT, cgroup_path
 from processor.stage import SpatialStage, StageDone, StageJob
 
@@ -93,17 +95,26 @@ class ProcessRunner:
             )
             process.start()
             theirs.close()
-            reader, writer = await asyncio.open_connection(sock=ours, limit=_READ_LIMIT)
-            self._workers.append(_Worker(process, reader, writer))
-        await asyncio.gather(*(worker.ready() for worker in self._workers))
+            self._workers.append(_Worker(process, ours))  # before any await: close() sees it
+        # multiprocessing joins its children at exit, and they ignore SIGTERM: a runner left
+        # open would hold the exit forever. Registered after the first start, so it runs
+        # before multiprocessing's own exit handler.
+        atexit.register(self._abandon)
+        await all_or_none(*(worker.ready() for worker in self._workers))
 
     async def compute(self, job: StageJob) -> StageDone:
         worker = min(self._workers, key=_Worker.load)
         return await worker.compute(job)
 
     async def close(self) -> None:
+        atexit.unregister(self._abandon)
         await asyncio.gather(*(worker.close() for worker in self._workers))
         self._workers = []
+
+    def _abandon(self) -> None:
+        """At exit, unclosed: end each worker's input, so that it exits by itself."""
+        for worker in self._workers:
+            worker.abandon()
 
 
 _FRAME = struct.Struct("!Q")  # the length of the pickle that follows
@@ -114,15 +125,10 @@ _EXIT_S = 10.0
 class _Worker:
     """One worker process, seen from the event loop: jobs out, results back in order."""
 
-    def __init__(
-        self,
-        process: multiprocessing.process.BaseProcess,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    def __init__(self, process: multiprocessing.process.BaseProcess, channel: socket.socket):
         self._process = process
-        self._reader = reader
-        self._writer = writer
+        self._channel = channel
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._waiting: deque[asyncio.Future[StageDone]] = deque()
         self._reading: asyncio.Task[None] | None = None
         self._gone: StageWorkerError | None = None
@@ -132,6 +138,7 @@ class _Worker:
 
     async def ready(self) -> None:
         """Wait for the worker's stage; its ConfigError is raised here, in the parent."""
+        self._streams = await asyncio.open_connection(sock=self._channel, limit=_READ_LIMIT)
         try:
             failure = _unpickle(await self._receive())
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -145,20 +152,27 @@ class _Worker:
     async def compute(self, job: StageJob) -> StageDone:
         if self._gone is not None:
             raise self._gone
+        _, writer = self._connected()
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)  # before it takes a turn
         answer: asyncio.Future[StageDone] = asyncio.get_running_loop().create_future()
         self._waiting.append(answer)
         try:
-            self._writer.write(_FRAME.pack(len(data)))
-            self._writer.write(data)
-            await self._writer.drain()
+            writer.write(_FRAME.pack(len(data)))
+            writer.write(data)
+            await writer.drain()
         except ConnectionError:
             pass  # the reader sees the same end and fails every waiting job
         return await answer
 
+    def _connected(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._streams is None:
+            raise StageWorkerError("a stage worker was used before it started")
+        return self._streams
+
     async def _receive(self) -> bytes:
-        (size,) = _FRAME.unpack(await self._reader.readexactly(_FRAME.size))
-        return await self._reader.readexactly(size)
+        reader, _ = self._connected()
+        (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+        return await reader.readexactly(size)
 
     async def _read_results(self) -> None:
         try:
@@ -186,17 +200,29 @@ class _Worker:
         return self._process.exitcode
 
     async def close(self) -> None:
-        """End of input tells the worker to exit; one that does not is killed."""
+        """End of input tells a started worker to exit; one that does not is killed, and so
+        is one still starting (it has nothing to finish, and may take seconds to notice)."""
         self._gone = self._gone or StageWorkerError("the stage workers are closed")
-        self._writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self._writer.wait_closed()
+        if self._reading is None:
+            self._process.kill()
+        if self._streams is None:
+            self._channel.close()
+        else:
+            _, writer = self._streams
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         if self._reading is not None:
             await self._reading
         await asyncio.to_thread(self._process.join, _EXIT_S)
         if self._process.is_alive():
             self._process.kill()
             await asyncio.to_thread(self._process.join)
+
+    def abandon(self) -> None:
+        """End the worker's input without the event loop (at exit, when nobody closed it):
+        the transport, if any, is on this very socket."""
+        self._channel.close()
 
 
 def make_runner(settings: Settings, memory_budget: int) -> StageRunner:

@@ -197,6 +197,46 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     assert alive == [], "stage workers outlived their killed parent"
 
 
+def test_a_runner_nobody_closed_does_not_hold_the_exit(tmp_path: Path) -> None:
+    """The workers ignore SIGTERM and multiprocessing joins them at exit: a runner left open
+    by a failure used to keep the interpreter waiting for them forever."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            import psutil
+            from processor.config import Settings
+            from processor.workers import ProcessRunner
+
+            async def main():
+                runner = ProcessRunner(Settings(), 2)
+                await runner.start()
+                for child in psutil.Process().children():
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        print(child.pid, flush=True)
+                print("ready", flush=True)  # and leave without closing the runner
+
+            if __name__ == "__main__":
+                asyncio.run(main())
+            """
+        )
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        workers = [psutil.Process(int(line)) for line in iter(parent.stdout.readline, "ready\n")]
+        try:
+            code = parent.wait(DEADLINE_S)
+        finally:
+            parent.kill()
+    assert code == 0
+    assert len(workers) == 2
+    _, alive = psutil.wait_procs(workers, timeout=DEADLINE_S)
+    assert alive == []
+
+
 async def test_memory_used_counts_the_workers() -> None:
     probe = MemoryProbe(limit_mb=4096)
     own = psutil.Process().memory_info().rss
