@@ -209,7 +209,9 @@ class Processor:
             await asyncio.wait(set(self._acks), timeout=self._left(deadline))
         for task in tasks[1:]:
             await self._cancel(task)
-        await self._commits.commit()
+        # aiokafka retries a commit for as long as the coordinator answers retriably
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._commits.commit(), self._left(deadline))
         await self._close_clients(self._left(deadline))
         self.running = False
         if self._failure is not None:
