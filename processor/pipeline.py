@@ -87,7 +87,7 @@ class Processor:
         self.observer = observer or Unobserved()
         self.stats = Stats(buffer_max=settings.buffer_max_records)
         self.memory = memory or MemoryProbe(settings.memory_limit_mb, find_cgroup())
-        self.runner = make_runner(settings, self.memory.budget)
+        self.runner = make_runner(settings, self.memory)
         self.stats.memory_budget = self.memory.budget
         self.flow: FlowController[TopicPartition] = FlowController(
             FlowLimits(
