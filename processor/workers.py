@@ -11,9 +11,10 @@ speed, over a socket pair the event loop reads and writes itself.
 
 How many: two with 2+ CPUs (:func:`~processor.budget.wanted_workers`), as many of them as
 the budget holds. At start the runner measures this process, starts one worker and measures
-it once its stage is built, and keeps as many as fit beside a burst's working memory
-(:mod:`processor.budget`); if none fits, the stage runs in a thread; if even that does not
-fit, start-up fails with one line that names the floor. ``PROCESSOR_STAGE_PROCESSES`` sets
+it once its stage is built, and keeps as many as fit beside a burst's working memory under
+``MEMORY_HIGH`` of the budget (:mod:`processor.budget`); if none fits, the stage runs in a
+thread; if even that does not fit the budget, start-up fails with one line that names the
+floor. ``PROCESSOR_STAGE_PROCESSES`` sets
 the count instead (0: a thread). The workers' pids go to the memory probe: they, and no
 other child, count against the budget with this process.
 
@@ -37,7 +38,14 @@ from typing import Protocol
 
 import psutil
 
-from processor.budget import MIB, burst_room, floor, wanted_workers, workers_that_fit
+from processor.budget import (
+    MIB,
+    WORKER_WORK_BYTES,
+    burst_room,
+    floor,
+    wanted_workers,
+    workers_that_fit,
+)
 from processor.clients import fetch_bytes
 from processor.config import Settings
 from processor.errors import ConfigError, StageWorkerError
@@ -151,7 +159,8 @@ class BudgetRunner:
             self._runner = processes
             await processes.grow(1 if chosen is None else chosen)
             worker = _rss(processes.pids()[0])
-            fit = workers_that_fit(wanted, probe.budget, main, worker, room)
+            limit = int(probe.budget * settings.memory_high)
+            fit = workers_that_fit(wanted, limit, main, worker, room)
             if chosen is None and fit > 1:
                 await processes.grow(fit - 1)
             if chosen is not None or fit:
@@ -186,7 +195,7 @@ class BudgetRunner:
     def _placed(self, main: int, worker: int, room: int, fit: int) -> None:
         """Log where the stage went, on what measurements; warn if a set count does not fit."""
         workers = len(self.pids())
-        needed = main + workers * worker + room
+        needed = main + workers * (worker + WORKER_WORK_BYTES) + room
         log.info(
             "stage placed",
             extra={
