@@ -168,6 +168,7 @@ class Processor:
                 ) from None
         self._consumer.subscribe([settings.input_topic], listener=_Rebalance(self))
         self.connected = True
+        log.info("stage placed", extra=self.runner.describe())
         # What start-up allocated (modules, clients, the stage) lives as long as the process:
         # take it out of the collector's sight, or every full collection walks it again
         # while the stream allocates (full collections 0.36 -> 0.13 s per 600,000 records).

@@ -70,6 +70,9 @@ class StageRunner(Protocol):
     def pids(self) -> list[int]:
         """The worker processes (none for a thread)."""
 
+    def describe(self) -> dict[str, int]:
+        """Where the stage runs and on what measurements: for the log, once connected."""
+
     async def close(self) -> None: ...
 
 
@@ -91,6 +94,9 @@ class ThreadRunner:
 
     def pids(self) -> list[int]:
         return []
+
+    def describe(self) -> dict[str, int]:
+        return {"stage_workers": 0}
 
     async def close(self) -> None:
         return None
@@ -125,6 +131,9 @@ class ProcessRunner:
     def pids(self) -> list[int]:
         return [worker.pid for worker in self._workers]
 
+    def describe(self) -> dict[str, int]:
+        return {"stage_workers": len(self._workers)}
+
     async def compute(self, job: StageJob) -> StageDone:
         worker = min(self._workers, key=_Worker.load)
         return await worker.compute(job)
@@ -137,7 +146,8 @@ class ProcessRunner:
 class BudgetRunner:
     """The stage in as many worker processes as the memory budget holds, else in a thread.
 
-    What it decided, and on what measurements, is logged once at start ("stage placed").
+    What it decided, and on what measurements, is in :meth:`describe` (the processor logs it
+    as "stage placed" once connected: before that, the only line is a start-up error's).
     """
 
     def __init__(self, settings: Settings, probe: MemoryProbe) -> None:
@@ -145,6 +155,7 @@ class BudgetRunner:
         self._settings = settings
         self._probe = probe
         self._runner: StageRunner | None = None
+        self._placement: dict[str, int] = {}
 
     async def start(self) -> None:
         settings, probe = self._settings, self._probe
@@ -193,19 +204,16 @@ class BudgetRunner:
         )
 
     def _placed(self, main: int, worker: int, room: int, fit: int) -> None:
-        """Log where the stage went, on what measurements; warn if a set count does not fit."""
+        """Note where the stage went, on what measurements; warn if a set count does not fit."""
         workers = len(self.pids())
         needed = main + workers * (worker + WORKER_WORK_BYTES) + room
-        log.info(
-            "stage placed",
-            extra={
-                "stage_workers": workers,
-                "processor_mb": round(main / MIB),
-                "worker_mb": round(worker / MIB),
-                "burst_room_mb": round(room / MIB),
-                "budget_mb": round(self._probe.budget / MIB),
-            },
-        )
+        self._placement = {
+            "stage_workers": workers,
+            "processor_mb": round(main / MIB),
+            "worker_mb": round(worker / MIB),
+            "burst_room_mb": round(room / MIB),
+            "budget_mb": round(self._probe.budget / MIB),
+        }
         if workers > fit:
             log.warning(
                 "PROCESSOR_STAGE_PROCESSES (--stage-processes) %d needs about %.0f MB of a "
@@ -222,6 +230,9 @@ class BudgetRunner:
 
     def pids(self) -> list[int]:
         return self._runner.pids() if self._runner is not None else []
+
+    def describe(self) -> dict[str, int]:
+        return self._placement
 
     async def close(self) -> None:
         if self._runner is not None:
