@@ -19,11 +19,12 @@ from collections.abc import Callable
 MIB = 1024 * 1024
 
 #: What a burst adds beyond the fetch responses: the records taken from them, spill lines,
-#: produce batches, the allocator's slack. Measured with the stage in a thread and memory
-#: pauses off, 150,000 records through a 2,000-record buffer: the processor grew by 68 MB at
-#: a 160 MB budget (10 MB fetches) and by 78 MB at 256 MB (16 MB fetches), 48 and 46 MB
-#: beyond two fetches; with a 100,000-record buffer and 32 MB fetches by 72 MB in all.
-BURST_BYTES = 48 * MIB
+#: produce batches, the allocator's slack. Measured with the stage in a thread, 150,000
+#: records through a 2,000-record buffer at a 160 MB budget (10 MB fetches): the processor
+#: grew from 78 MB to peaks of 136-160 MB in 20 runs on the shared machine, at worst 62 MB
+#: beyond two fetches; 72 MB leaves a margin of 10. (At 256 MB, 16 MB fetches: 46 MB beyond
+#: them; a 100,000-record buffer at 256 MB: 55 MB.)
+BURST_BYTES = 72 * MIB
 #: Fetch responses held at once: the one being taken and the next, prefetched.
 FETCHES_HELD = 2
 #: What a stage worker adds to its start-up footprint while it works on a batch. Measured:

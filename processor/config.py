@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         None,
         ge=16,
         description="Memory budget of the processor and its stage workers (default: cgroup "
-        "limit, else 1/4 of RAM); below the floor measured at start (~140) it does not start",
+        "limit, else 1/4 of RAM); below the floor measured at start (~170) it does not start",
     )
     memory_high: float = Field(0.85, gt=0, le=1, description="Pause all above this budget share")
     memory_hysteresis: float = Field(

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
+import subprocess
+import sys
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -90,12 +93,13 @@ async def test_burst_keeps_the_buffer_and_memory_bounded(
     assert summary["peak_memory_mb"] < summary["memory_budget_mb"] == 512
 
 
-async def test_a_small_budget_holds_the_processor_and_its_workers_through_a_burst(
+async def test_a_budget_just_above_the_floor_holds_the_processor_and_its_workers_in_a_burst(
     bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
+    budget_mb = _floor_mb(tmp_path) + 8  # and what building the stage adds to the process
     count = await _preload(bootstrap, topics, 150_000)
     settings = settings_for(
-        bootstrap, topics, tmp_path, buffer_max_records=2_000, memory_limit_mb=160
+        bootstrap, topics, tmp_path, buffer_max_records=2_000, memory_limit_mb=budget_mb
     )
     member = ProcessorProcess(settings, tmp_path / "small.log")
     try:
@@ -107,11 +111,26 @@ async def test_a_small_budget_holds_the_processor_and_its_workers_through_a_burs
         assert await member.wait() == 0
     finally:
         member.stop_now()
-    print(f"\nsmall budget: peaks of the processor and its workers {peaks}")
-    assert sum(peaks) <= 160 * MIB  # each process's own high-water mark: an upper bound
+    print(f"\n{budget_mb} MB budget: peaks of the processor and its workers {peaks}")
+    assert sum(peaks) <= budget_mb * MIB  # each process's own high-water mark: an upper bound
     assert len(await _results(bootstrap, topics, count)) == count
     placed = _log_line(member.log(), "stage placed")
     assert len(workers) == placed["stage_workers"]
+
+
+def _floor_mb(tmp_path: Path) -> int:
+    """The floor `processor run` names on this machine when refusing a budget below it."""
+    flags = ["--http-port", "0", "--spill-dir", str(tmp_path / "floor"), "--memory-limit-mb", "16"]
+    done = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "run", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = re.search(r"is below the floor of (\d+) MB", done.stderr)
+    assert found is not None, done.stderr
+    return int(found[1])
 
 
 def _peak_rss(pid: int) -> int:
