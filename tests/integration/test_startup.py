@@ -58,7 +58,7 @@ class Run:
             return
         for child in children:
             try:
-                if "spawn_main" in " ".join(child.cmdline()):
+                if "processor.stage_worker" in child.cmdline():
                     self.workers.setdefault(child.pid, child)
             except psutil.Error:
                 continue
