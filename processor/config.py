@@ -172,8 +172,10 @@ class Settings(BaseSettings):
         "0.0.0.0",  # noqa: S104 - probes and scrapers reach a pod on its own address
         description="Address the HTTP port listens on",
     )
-    liveness_timeout_s: float = Field(
-        30.0, gt=0, description="/healthz fails once the fetch loop stalls this long"
+    unreachable_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="A broker silent this long is unreachable: one warning, /readyz 503",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["json", "text"] = Field("json", description="Log line format")
