@@ -290,22 +290,25 @@ def _read_file(path: Path) -> dict[str, Any]:
     values = {key.replace("-", "_"): value for key, value in data.items()}
     for key in values:
         if key not in Settings.model_fields:
-            hint = _closest(key, Settings.model_fields)
+            hint = _did_you_mean(key, Settings.model_fields)
             raise ConfigError(f"invalid setting {key} in {path}: not a setting{hint}")
     return values
 
 
-def _closest(name: str, known: Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]}?)" if match else ""
+def _did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean X?)`` for the closest of ``known``, compared without a ``prefix``
+    that they all share (or everything looks alike); empty when nothing is close."""
+    stems = [item.removeprefix(prefix) for item in known]
+    match = difflib.get_close_matches(name.removeprefix(prefix), stems, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{match[0]}?)" if match else ""
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """Warnings for ``PROCESSOR_*`` variables that are no setting: the settings ignore them,
     so a misspelt one would otherwise go unnoticed."""
-    known = [env_name(name) for name in Settings.model_fields] + [ENV_PREFIX + "CONFIG_FILE"]
+    known = [env_name(name) for name in [*Settings.model_fields, "config_file"]]
     return [
-        f"{name} is not a setting and is ignored{_closest(name, known)}"
+        f"{name} is not a setting and is ignored{_did_you_mean(name.upper(), known, ENV_PREFIX)}"
         for name in sorted(environ)
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
     ]
