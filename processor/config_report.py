@@ -14,11 +14,15 @@ from pydantic import SecretStr
 from processor.config import UNSET, Settings
 
 MASK = "********"
+_MAX_WIDTH = 48
 
 
 def render(settings: Settings, sources: dict[str, str]) -> str:
-    rows = [(_assignment(name, getattr(settings, name)), sources[name]) for name in sources]
-    width = max(len(text) for text, _ in rows)
+    rows = [
+        (_assignment(name, getattr(settings, name)), sources[name])
+        for name in Settings.model_fields
+    ]
+    width = min(_MAX_WIDTH, max(len(text) for text, _ in rows if not text.startswith("#")))
     lines = ["# effective settings of the processor; after '#': where each value came from"]
     lines += [f"{text:<{width}}  # {source}" for text, source in rows]
     return "\n".join(lines)

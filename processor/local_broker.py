@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import shlex
 import socket
+import sys
 from collections.abc import Callable
 from typing import TextIO
 
 from processor.broker import FAST_GROUP, EmbeddedBroker, create_topics, free_port
 from processor.config import Settings, flag_name
-from processor.errors import BrokerUnavailableError, ConfigError
+from processor.errors import ConfigError
 from processor.flags import TOPICS, show
 
 _WATCH_S = 0.5
@@ -41,13 +42,15 @@ async def serve_broker(
             broker.bootstrap_servers, [getattr(settings, name) for name in TOPICS], partitions
         )
         print(instructions(settings, broker.bootstrap_servers, partitions), file=out, flush=True)
-        while not stop.is_set():
-            if not broker.alive():
-                raise BrokerUnavailableError("the embedded broker exited on its own")
+        while not stop.is_set() and broker.alive():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _WATCH_S)
+        died = not stop.is_set()
     finally:
         broker.stop()
+    if died:
+        print("processor: the embedded broker exited by itself", file=sys.stderr)
+        return 1
     print("broker stopped; its topics are gone with it (memory storage)", file=out, flush=True)
     return 0
 

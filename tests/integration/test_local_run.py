@@ -186,3 +186,12 @@ def test_sample_reports_progress_and_sigint_ends_in_a_summary_and_exit_0(
     assert f"acknowledged {sent:,}," in last
     records = asyncio.run(read_all(bootstrap, topics.input, sent))
     assert len(records) == sent
+
+
+def test_a_broker_that_dies_ends_the_command_with_exit_1(command: Callable[..., Command]) -> None:
+    broker = command("broker", "--port", "0")
+    broker.wait_for(lambda: "Ctrl-C stops the broker." in broker.out(), "the instructions")
+    [tansu] = psutil.Process(broker.process.pid).children()
+    tansu.kill()
+    assert broker.wait() == 1
+    assert broker.err().splitlines() == ["processor: the embedded broker exited by itself"]
