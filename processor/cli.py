@@ -275,18 +275,10 @@ def _serve(args: argparse.Namespace, early: _EarlyStop) -> int:
             )
         )
     if args.command == "sample":
-        from processor.sample import publish_samples  # noqa: PLC0415
+        from processor.sample import Pace, publish_samples  # noqa: PLC0415
 
-        return asyncio.run(
-            publish_samples(
-                settings,
-                early.hand_over,
-                rate=args.rate,
-                sensors=args.sensors,
-                count=args.count,
-                invalid_ratio=args.invalid_ratio,
-            )
-        )
+        pace = Pace(args.rate, args.sensors, args.count, args.invalid_ratio)
+        return asyncio.run(publish_samples(settings, early.hand_over, pace))
     from processor.service import serve  # noqa: PLC0415
 
     return asyncio.run(serve(settings, early.hand_over))

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from processor.broker import free_port
+from processor.broker import EmbeddedBroker, free_port
 from tests.integration.kafka import Topics, read_all
 
 pytestmark = pytest.mark.integration
@@ -195,3 +195,64 @@ def test_a_broker_that_dies_ends_the_command_with_exit_1(command: Callable[..., 
     tansu.kill()
     assert broker.wait() == 1
     assert broker.err().splitlines() == ["processor: the embedded broker exited by itself"]
+
+
+def test_sample_on_a_broker_without_the_idempotent_producer_says_what_to_set(
+    command: Callable[..., Command], tmp_path: Path
+) -> None:
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        topics = asyncio.run(Topics.fresh().create(broker.bootstrap_servers))
+        sample = command(
+            "sample",
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--input-topic",
+            topics.input,
+            "--count",
+            "10",
+        )
+        assert sample.wait() == 2
+    [line] = sample.err().splitlines()
+    assert line.startswith(
+        "processor: invalid setting PROCESSOR_ENABLE_IDEMPOTENCE (--enable-idempotence): "
+    )
+    assert line.endswith(
+        "such as the embedded one, set PROCESSOR_ENABLE_IDEMPOTENCE=false "
+        "(--enable-idempotence false)"
+    )
+
+
+def test_sample_on_a_broker_that_freezes_is_one_line_and_exit_1(
+    command: Callable[..., Command], tmp_path: Path
+) -> None:
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        topics = asyncio.run(Topics.fresh().create(broker.bootstrap_servers))
+        [tansu] = [
+            child
+            for child in psutil.Process().children()
+            if broker.bootstrap_servers in " ".join(child.cmdline())
+        ]
+        sample = command(
+            "sample",
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--enable-idempotence",
+            "false",
+            "--input-topic",
+            topics.input,
+            "--request-timeout-ms",
+            "2000",
+            "--rate",
+            "200",
+        )
+        sample.wait_for(lambda: "until stopped" in sample.out(), "the first line")
+        tansu.suspend()
+        try:
+            code = sample.wait()
+        finally:
+            tansu.resume()
+    assert code == 1, sample.err()
+    assert sample.out().splitlines()[-1].startswith("done: sent ")
+    [line] = sample.err().splitlines()
+    assert line.startswith("processor: stopped: ")
+    assert "did not acknowledge a reading" in line or "readings not acknowledged" in line
