@@ -56,6 +56,22 @@ class Command:
                 raise AssertionError(f"never saw {what}; out:\n{self.out()}\nerr:\n{self.err()}")
             time.sleep(0.02)
 
+    def stop(self) -> None:
+        """Ctrl-C, then SIGKILL for this and its children (a broker's Tansu has its own
+        session, so a killed `processor broker` would leave it behind)."""
+        if self.process.poll() is not None:
+            return
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        _, alive = psutil.wait_procs(children, timeout=5)
+        for child in alive:
+            child.kill()
+
     def wait(self) -> int:
         try:
             return self.process.wait(timeout=DEADLINE_S)
@@ -74,9 +90,7 @@ def command(tmp_path: Path) -> Iterator[Callable[..., Command]]:
 
     yield start
     for each in started:
-        if each.process.poll() is None:
-            each.process.kill()
-            each.process.wait()
+        each.stop()
 
 
 def _pasted(output: str, command: str) -> list[str]:
@@ -122,6 +136,8 @@ def test_a_port_in_use_is_one_line(command: Callable[..., Command]) -> None:
     port = first.out().split("listening on 127.0.0.1:", 1)[1].split()[0]
     second = command("broker", "--port", port)
     assert second.wait() == 2
+    first.process.send_signal(signal.SIGINT)
+    assert first.wait() == 0
     assert second.err().splitlines() == [
         f"processor: invalid setting --port: cannot listen on 127.0.0.1:{port}: "
         "Address already in use (--port 0 picks a free one)"
