@@ -119,6 +119,9 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerUnavailableError(f"embedded broker did not listen on {self.port}")
 
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
