@@ -42,6 +42,7 @@ from processor.errors import (
     DeliveryFailedError,
     ProcessorError,
     SpillError,
+    UndecodableBatchError,
 )
 from processor.flow import FlowController, FlowLimits, FlowSnapshot, PauseReason
 from processor.memory import MemoryProbe, find_cgroup
@@ -300,7 +301,11 @@ class Processor:
             await self._replay()
             # Everything prefetched at once (bounded by the fetch size), so that the memory
             # room is shared among the partitions of the fetch, not taken by the first.
-            fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS)
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS)
+            except UndecodableBatchError as exc:  # one line, no traceback; never skipped
+                self._fail(exc)
+                return
             counts = {tp: len(records) for tp, records in fetched.items()}
             allowed = self.flow.memory_split(counts, self._snapshot())
             for tp, records in fetched.items():
