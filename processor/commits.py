@@ -65,7 +65,10 @@ class Committer(Generic[P]):
         """Commit whenever points advanced, no more often than the floor; refresh lag gauges."""
         while True:
             try:
-                await asyncio.wait_for(self._advanced.wait(), GAUGE_REFRESH_S)
+                # Not wait_for: on Python 3.11 it loses a cancellation that arrives as the
+                # event is set, and this loop then never ends (a drain hung on it).
+                async with asyncio.timeout(GAUGE_REFRESH_S):
+                    await self._advanced.wait()
             except TimeoutError:
                 self.record_offsets()
                 continue

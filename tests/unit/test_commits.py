@@ -114,3 +114,14 @@ async def test_a_revoked_partition_is_committed_alone_and_then_forgotten() -> No
     assert consumer.commits == [{B: 8}]
     committer.forget({B})
     assert B not in committer.committed
+
+
+async def test_a_stop_that_comes_as_work_finishes_still_ends_the_loop() -> None:
+    _, _, committer, _ = _setup()
+    running = asyncio.create_task(committer.run())
+    await asyncio.sleep(0)  # running waits for an advance
+    committer.advanced()
+    await asyncio.sleep(0)  # the wait is done; the loop has not yet run on
+    running.cancel()
+    await asyncio.wait({running}, timeout=5)
+    assert running.cancelled()
