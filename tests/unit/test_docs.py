@@ -52,3 +52,14 @@ def test_the_project_cites_no_document_it_does_not_carry() -> None:
         if Path(name).name not in carried | written
     }
     assert not missing, sorted(missing)
+
+
+def test_relative_links_of_the_markdown_files_resolve() -> None:
+    broken = {
+        f"{p.relative_to(ROOT)}: {target}"
+        for p in _project_files()
+        if p.suffix == ".md"
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", p.read_text())
+        if "://" not in target and not (p.parent / target).exists()
+    }
+    assert not broken, sorted(broken)
