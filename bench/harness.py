@@ -37,7 +37,19 @@ from processor.broker import FAST_GROUP, EmbeddedBroker, create_topics
 from processor.samples import REGIONS, readings
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("raw", "raw_batch", "naive", "processor", "scale", "burst", "geofence")
+SCENARIOS = (
+    "raw",
+    "raw_batch",
+    "naive",
+    "processor",
+    "budget_256",
+    "budget_512",
+    "scale",
+    "burst",
+    "geofence",
+)
+#: The budget scenarios: ``processor`` with ``MEMORY_LIMIT_MB`` set (edge gateways).
+BUDGETS = {"budget_256": 256, "budget_512": 512}
 WATERSHEDS = 1_000  # polygons of the geofence scenario
 WATERSHED_VERTICES = 300
 POLL_S = 0.1
@@ -77,6 +89,8 @@ def plan(name: str, options: Options) -> Plan:
     overrides = dict(options.settings)
     if name == "processor":
         return Plan("processor", settings=overrides)
+    if name in BUDGETS:
+        return Plan("processor", settings={**overrides, "memory_limit_mb": str(BUDGETS[name])})
     if name == "scale":
         return Plan("processor", processes=2, settings=overrides)
     if name == "burst":

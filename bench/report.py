@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-LABELS = {"scale": "scale (2 procs)"}
+LABELS = {"scale": "scale (2 procs)", "budget_256": "256 MiB", "budget_512": "512 MiB"}
 RATIOS = (("processor", "raw_batch"), ("processor", "raw"), ("processor", "naive"))
 
 
@@ -31,6 +31,7 @@ def summarize(runs: list[dict[str, Any]], scenarios: tuple[str, ...]) -> dict[st
             "cpu_us_per_record": _median([r["cpu_us_per_record"] for r in done]),
             "wall_s": _median([r["wall_s"] for r in done]),
             "peak_rss_mb": _median([r["peak_rss_mb"] for r in done]),
+            "stage_workers": _stage_workers(done),
         }
         if name == "burst":
             entry.update(_burst(done))
@@ -38,6 +39,12 @@ def summarize(runs: list[dict[str, Any]], scenarios: tuple[str, ...]) -> dict[st
             entry["peak_rss_mb_each"] = [r["peak_rss_mb_each"] for r in done]
         summary[name] = entry
     return summary
+
+
+def _stage_workers(runs: list[dict[str, Any]]) -> int | None:
+    """Stage workers of a processor run (as its runner placed them; None for the others)."""
+    counts = [w["stage_workers"] for r in runs for w in r["workers"] if "stage_workers" in w]
+    return max(counts, default=None)
 
 
 def _burst(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -59,7 +66,14 @@ def _burst(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ratios(summary: dict[str, Any]) -> dict[str, float]:
     found: dict[str, float] = {}
-    pairs = [*RATIOS, ("scale", "processor"), ("geofence", "raw"), ("geofence", "raw_batch")]
+    pairs = [
+        *RATIOS,
+        ("scale", "processor"),
+        ("budget_256", "processor"),
+        ("budget_512", "processor"),
+        ("geofence", "raw"),
+        ("geofence", "raw_batch"),
+    ]
     for top, bottom in pairs:
         a = summary.get(top, {}).get("rate")
         b = summary.get(bottom, {}).get("rate")
@@ -75,7 +89,7 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
 def table(summary: dict[str, Any], found: dict[str, float]) -> str:
     lines = [
         f"{'scenario':<16} {'runs':>4} {'rate rec/s':>11} {'min':>9} {'max':>9} "
-        f"{'CPU us/rec':>10} {'wall s':>7} {'peak RSS MiB':>12}",
+        f"{'CPU us/rec':>10} {'wall s':>7} {'peak RSS MiB':>12} {'workers':>7}",
     ]
     for name, s in summary.items():
         runs = f"{s['runs']}" + (f"+{s['failed']}!" if s["failed"] else "")
@@ -83,7 +97,8 @@ def table(summary: dict[str, Any], found: dict[str, float]) -> str:
             f"{LABELS.get(name, name):<16} {runs:>4} {_fmt(s['rate']):>11} "
             f"{_fmt(s['rate_min']):>9} {_fmt(s['rate_max']):>9} "
             f"{_fmt(s['cpu_us_per_record'], '.1f'):>10} "
-            f"{_fmt(s['wall_s'], '.1f'):>7} {_fmt(s['peak_rss_mb'], '.0f'):>12}"
+            f"{_fmt(s['wall_s'], '.1f'):>7} {_fmt(s['peak_rss_mb'], '.0f'):>12} "
+            f"{_fmt(s['stage_workers'], 'd'):>7}"
         )
     if found:
         lines.append("ratios (of medians): " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
@@ -116,7 +131,8 @@ def chart(summary: dict[str, Any], found: dict[str, float], path: Path, title: s
     low = [summary[n]["rate"] - summary[n]["rate_min"] for n in names]
     high = [summary[n]["rate_max"] - summary[n]["rate"] for n in names]
     rss = [summary[n]["peak_rss_mb"] for n in names]
-    colors = ["tab:orange" if n in ("processor", "scale", "burst") else "tab:gray" for n in names]
+    ours = ("processor", "budget_256", "budget_512", "scale", "burst")
+    colors = ["tab:orange" if n in ours else "tab:gray" for n in names]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), width_ratios=(3, 2))
     left.bar(labels, rates, yerr=[low, high], capsize=4, color=colors)
     left.set_ylabel("records/s (median; bars: min-max)")

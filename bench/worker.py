@@ -10,7 +10,7 @@ the input's end offsets) and then writes a JSON result:
   or, for the processor, the records finished (published or dead-lettered, and
   acknowledged), sampled every 5 ms;
 - ``peak_rss_bytes``: the worker's own peak RSS (``VmHWM``) at exit, plus the peaks of the
-  processor's stage worker processes (read just before they stop);
+  processor's stage worker processes (read just before they stop; the runner names them);
 - scenario extras (the processor's summary, the burst's pause timings).
 """
 
@@ -381,7 +381,7 @@ async def run_processor(spec: Spec, progress: Progress, stop: asyncio.Event) -> 
         telemetry.watch(proc.stats)  # as processor.service does; read only when scraped
     probe = PauseProbe(proc) if spec.burst else None
     await proc.start()
-    progress.children = psutil.Process().children(recursive=True)
+    progress.children = [psutil.Process(pid) for pid in proc.runner.pids()]
     stats = proc.stats
 
     async def sample() -> None:
@@ -415,6 +415,7 @@ async def run_processor(spec: Spec, progress: Progress, stop: asyncio.Event) -> 
         "summary": proc.summary(),
         "resumes": dict(stats.resumes),
         "memory_limit_mb": settings.memory_limit_mb,
+        "stage_workers": len(progress.children),
         "stage_workers_peak_rss_bytes": workers_peak,
     }
     if probe is not None:

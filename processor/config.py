@@ -136,13 +136,17 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Worker processes of the spatial stage; 0 runs it in a thread "
-        "(default: 2 with 2+ CPUs and a 1 GiB+ memory budget, 1 with 2+ CPUs, else 0)",
+        "(default: as many as the memory budget holds, measured at start, up to 2 with "
+        "2+ CPUs, else 0)",
     )
     stage_delay_ms: float = Field(
         0.0, ge=0, description="Artificial delay per batch: simulates a slow stage (tests, demo)"
     )
     memory_limit_mb: int | None = Field(
-        None, ge=16, description="Memory budget (default: cgroup limit, else 1/4 of RAM)"
+        None,
+        ge=16,
+        description="Memory budget of the processor and its stage workers (default: cgroup "
+        "limit, else 1/4 of RAM); below the floor measured at start (~170) it does not start",
     )
     memory_high: float = Field(0.85, gt=0, le=1, description="Pause all above this budget share")
     memory_hysteresis: float = Field(

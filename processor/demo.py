@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import shutil
 import signal
@@ -30,11 +31,13 @@ from processor.broker import FAST_GROUP, EmbeddedBroker, create_topics, free_por
 from processor.config import Settings
 from processor.live import MIB, Sample, plain_line, render, take_sample
 from processor.pipeline import Processor
-from processor.plot import plot
 from processor.publisher import Publisher
 from processor.scenario import Scenario, SensorNetwork
 from processor.service import exposed
 from processor.telemetry import Telemetry
+
+if importlib.util.find_spec("matplotlib") is None:  # imported only to draw, at the end
+    raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
 
 _SAMPLE_S = 0.25
 _PLAIN_EVERY = 8  # samples per plain line: one every 2 s
@@ -232,6 +235,9 @@ async def run_demo(options: DemoOptions) -> int:
         )
         run = await _run(settings, scenario, options)
     summary = _summary(run, scenario)
+    # matplotlib (~50 MB) only now: while the demo runs, the processor's memory is its own
+    from processor.plot import plot  # noqa: PLC0415
+
     picture = plot(
         run.history,
         out / "demo.png",

@@ -1,14 +1,17 @@
 """The memory budget and how much of it is used, in a way that means something in a container.
 
 Budget: ``PROCESSOR_MEMORY_LIMIT_MB`` if set, else the cgroup limit (v2, then v1) when there is
-one, else a quarter of the machine. Usage: the RSS of the process and its stage workers, or,
-when the budget is the cgroup's, the cgroup working set (usage minus inactive page cache, as
-the kubelet counts it), since that is what the OOM killer compares with the limit.
+one, else a quarter of the machine. Usage: the RSS of the process and of the stage workers it
+was told about, or, when the budget is the cgroup's, the cgroup working set (usage minus
+inactive page cache, as the kubelet counts it), since that is what the OOM killer compares
+with the limit. Not every child: whoever runs the processor in-process (the demo) may have
+children of its own, such as the embedded broker, that are no part of its budget.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +92,7 @@ class MemoryProbe:
 
     def __init__(self, limit_mb: int | None, cgroup: CgroupFiles | None = None) -> None:
         self._process = psutil.Process()
+        self._workers: tuple[psutil.Process, ...] = ()
         self._cgroup: CgroupFiles | None = None
         if limit_mb is not None:
             self.budget = limit_mb * MIB
@@ -101,14 +105,22 @@ class MemoryProbe:
             self.budget = psutil.virtual_memory().total // 4
             self.source = "machine"
 
+    def own(self) -> int:
+        """This process's RSS alone."""
+        return int(self._process.memory_info().rss)
+
+    def count(self, pids: Iterable[int]) -> None:
+        """Count these processes (the stage workers) with this one from now on."""
+        self._workers = tuple(psutil.Process(pid) for pid in pids)
+
     def used(self) -> int:
         if self._cgroup is not None:
             try:
                 return self._cgroup.working_set()
             except (OSError, ValueError):
                 pass
-        used = int(self._process.memory_info().rss)
-        for child in self._process.children(recursive=True):  # stage worker processes
-            with contextlib.suppress(psutil.Error):  # exited since listed
-                used += int(child.memory_info().rss)
+        used = self.own()
+        for worker in self._workers:
+            with contextlib.suppress(psutil.Error):  # exited since counted
+                used += int(worker.memory_info().rss)
         return used

@@ -78,7 +78,7 @@ class Processor:
         self.observer = observer or Unobserved()
         self.stats = Stats(buffer_max=settings.buffer_max_records)
         self.memory = memory or MemoryProbe(settings.memory_limit_mb, find_cgroup())
-        self.runner = make_runner(settings, self.memory.budget)
+        self.runner = make_runner(settings, self.memory)
         self.stats.memory_budget = self.memory.budget
         self.flow: FlowController[TopicPartition] = FlowController(
             FlowLimits(
@@ -171,6 +171,7 @@ class Processor:
                 ) from None
         self._consumer.subscribe([settings.input_topic], listener=_Rebalance(self))
         self.connected = True
+        log.info("stage placed", extra=self.runner.describe())
         log.info("started: joining the consumer group", extra={"group": settings.group_id})
         # What start-up allocated (modules, clients, the stage) lives as long as the process:
         # take it out of the collector's sight, or every full collection walks it again

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -25,15 +26,39 @@ from processor.codec import (
     encode_dead_letter,
     encode_points,
 )
-from processor.config import Settings
 from processor.geofence import Geofences
 from processor.spatial import Projection, Reprojector
+
+if TYPE_CHECKING:  # a stage worker process never imports the settings (pydantic)
+    from processor.config import Settings
 
 #: (key, value, headers) of one record to produce.
 Outgoing = tuple[bytes | None, bytes, Headers]
 
 ERROR_HEADER = "dlq.error.code"
 _WARM_UP = b'{"sensor_id":"warm-up","timestamp":"2026-01-01T00:00:00Z","latitude":0,"longitude":0}'
+
+
+@dataclass(frozen=True, slots=True)
+class StageSettings:
+    """The settings the stage is built from, as plain values: all a worker process is sent,
+    so that it never imports pydantic and the settings machinery (~10 MB of each worker)."""
+
+    target_crs: str
+    max_payload_bytes: int
+    geofences: Path | None
+    geofence_id_field: str
+    outside_policy: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> StageSettings:
+        return cls(
+            settings.target_crs,
+            settings.max_payload_bytes,
+            settings.geofences,
+            settings.geofence_id_field,
+            settings.outside_policy,
+        )
 
 
 @dataclass(slots=True)
@@ -110,7 +135,7 @@ class SpatialStage:
         self._partitioners: dict[tuple[int, ...], KeyPartitioner] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SpatialStage:
+    def from_settings(cls, settings: Settings | StageSettings) -> SpatialStage:
         """The stage ``settings`` describe; a bad geofence file raises ConfigError."""
         geofences = (
             Geofences.load(settings.geofences, settings.geofence_id_field, settings.target_crs)

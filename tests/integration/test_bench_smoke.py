@@ -36,4 +36,7 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     assert all(run["rate"] > 0 for run in result["runs"])
     assert summary["burst"]["buffer_max"] == 2000
     assert set(result["ratios"]) >= {"processor/raw_batch", "processor/raw", "processor/naive"}
+    assert {"budget_256/processor", "budget_512/processor"} <= set(result["ratios"])
+    for name in ("processor", "budget_256", "budget_512", "burst"):
+        assert summary[name]["stage_workers"] in (0, 1, 2), (name, summary[name])
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")

@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
+import subprocess
+import sys
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from processor.budget import floor
+from processor.config import Settings
 from processor.memory import MIB, MemoryProbe
 from processor.pipeline import Processor
 from processor.samples import readings
+from processor.workers import room_at
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,
@@ -85,6 +93,61 @@ async def test_burst_keeps_the_buffer_and_memory_bounded(
     assert summary["peak_memory_mb"] < summary["memory_budget_mb"] == 512
 
 
+async def test_a_budget_just_above_the_floor_holds_the_processor_and_its_workers_in_a_burst(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    budget_mb = _floor_mb(tmp_path) + 8  # and what building the stage adds to the process
+    count = await _preload(bootstrap, topics, 150_000)
+    settings = settings_for(
+        bootstrap, topics, tmp_path, buffer_max_records=2_000, memory_limit_mb=budget_mb
+    )
+    member = ProcessorProcess(settings, tmp_path / "small.log")
+    try:
+        await wait_committed_at_end(bootstrap, topics, deadline_s=300)
+        processor = psutil.Process(member.process.pid)
+        workers = [c for c in processor.children() if "processor.stage_worker" in c.cmdline()]
+        peaks = [_peak_rss(process.pid) for process in (processor, *workers)]
+        member.signal(signal.SIGTERM)
+        assert await member.wait() == 0
+    finally:
+        member.stop_now()
+    print(f"\n{budget_mb} MB budget: peaks of the processor and its workers {peaks}")
+    assert sum(peaks) <= budget_mb * MIB  # each process's own high-water mark: an upper bound
+    assert len(await _results(bootstrap, topics, count)) == count
+    placed = _log_line(member.log(), "stage placed")
+    assert len(workers) == placed["stage_workers"]
+
+
+def _floor_mb(tmp_path: Path) -> int:
+    """The floor `processor run` names on this machine when refusing a budget below it."""
+    flags = ["--http-port", "0", "--spill-dir", str(tmp_path / "floor"), "--memory-limit-mb", "16"]
+    done = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "run", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = re.search(r"is below the floor of (\d+) MB", done.stderr)
+    assert found is not None, done.stderr
+    return int(found[1])
+
+
+def _peak_rss(pid: int) -> int:
+    """A process's high-water mark of RSS (VmHWM): its true peak, not a sample of it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def _log_line(log: str, message: str) -> dict[str, Any]:
+    for line in log.splitlines():
+        if f'"message":"{message}"' in line:
+            return dict(json.loads(line))
+    raise AssertionError(f"no {message!r} line in the log")
+
+
 def _stop_summary(log: str) -> dict[str, Any]:
     for line in log.splitlines():
         if '"stopped cleanly"' in line:
@@ -126,9 +189,18 @@ async def test_memory_pressure_pauses_then_recovers_and_finishes(
     bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 10_000)
-    rss_mb = MemoryProbe(None).used() // MIB
+    own = MemoryProbe(None).own()
+    budget_mb = floor(own, partial(room_at, Settings())) // MIB + 16  # the least that starts
+    high = round(0.8 * own / (budget_mb * MIB), 2)  # this process alone is above it
     processor = Processor(
-        settings_for(bootstrap, topics, tmp_path, memory_limit_mb=max(16, int(rss_mb * 0.9)))
+        settings_for(
+            bootstrap,
+            topics,
+            tmp_path,
+            memory_limit_mb=budget_mb,
+            memory_high=high,
+            memory_hysteresis=0.08,
+        )
     )
     summary = await _run_until_done(processor, count)
     assert summary["pauses"].get("memory", 0) >= 1

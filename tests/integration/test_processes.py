@@ -4,6 +4,7 @@ SIGTERM drains, and bad settings failing fast with one line."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -164,3 +165,35 @@ def test_bad_settings_fail_with_one_line_naming_the_setting(
     assert len(lines) == 1, done.stderr
     assert named in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_a_budget_below_the_floor_is_refused_with_one_line_naming_the_floor(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processor.cli",
+            "run",
+            "--http-port",
+            "0",
+            "--spill-dir",
+            str(tmp_path),
+            "--memory-limit-mb",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    found = re.fullmatch(
+        r"processor: invalid setting PROCESSOR_MEMORY_LIMIT_MB \(--memory-limit-mb\): "
+        r"a budget of 64 MB is below the floor of (\d+) MB: .*",
+        line,
+    )
+    assert found is not None, line
+    assert int(found[1]) > 64

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -189,3 +193,37 @@ def test_probe_with_unlimited_cgroup_uses_the_machine(tmp_path: Path) -> None:
     )
     probe = MemoryProbe(None, files)
     assert probe.source == "machine"
+
+
+# what counts: this process and the workers it was given ------------------------------
+
+
+@contextlib.contextmanager
+def holding(mib: int) -> Iterator[psutil.Process]:
+    """A real child process with ``mib`` MiB resident (written, not just reserved)."""
+    code = (
+        f"import sys; held = bytes(range(256)) * ({mib} * 4096); "
+        "print('ready', flush=True); sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout.readline() == "ready\n"
+        try:
+            yield psutil.Process(child.pid)
+        finally:
+            child.stdin.close()
+            child.wait(30)
+
+
+def test_the_probe_counts_the_workers_it_is_given_and_no_other_child() -> None:
+    probe = MemoryProbe(limit_mb=4096)
+    with holding(96) as stranger, holding(64) as worker:
+        assert stranger.memory_info().rss > 96 * MIB  # a broker of the demo, say
+        assert probe.used() - probe.own() < 16 * MIB  # the children are not its workers
+        probe.count([worker.pid])
+        counted = probe.used() - probe.own()
+        assert worker.memory_info().rss - 16 * MIB < counted < worker.memory_info().rss + 16 * MIB
+    assert probe.used() - probe.own() < 16 * MIB  # a worker that exited counts no more

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +19,19 @@ import psutil
 import pytest
 
 from processor.batches import BatchSpec
+from processor.budget import MIB, floor, wanted_workers
 from processor.config import Settings
 from processor.errors import ConfigError, StageWorkerError
 from processor.memory import MemoryProbe
 from processor.samples import readings
 from processor.stage import SpatialStage, StageDone, StageInput, StageJob
 from processor.workers import (
-    TWO_WORKERS_BUDGET,
     ProcessRunner,
+    StageRunner,
     ThreadRunner,
     available_cpus,
-    default_processes,
     make_runner,
+    room_at,
 )
 
 from .records import messages, record
@@ -59,17 +62,21 @@ def content(done: StageDone) -> tuple[Any, ...]:
     return (partitions, messages(done.points), done.published, done.failed, done.letters)
 
 
-def stage_workers() -> list[psutil.Process]:
-    """This test process's stage workers (not multiprocessing's resource tracker)."""
+def stage_workers(runner: ProcessRunner) -> list[psutil.Process]:
+    return [psutil.Process(pid) for pid in runner.pids()]
+
+
+def stray_workers() -> list[psutil.Process]:
+    """Stage worker processes of this test process that no runner holds any more."""
     return [
         child
-        for child in psutil.Process().children(recursive=True)
-        if "spawn_main" in " ".join(child.cmdline())
+        for child in psutil.Process().children()
+        if "processor.stage_worker" in child.cmdline()
     ]
 
 
 @asynccontextmanager
-async def started(runner: ProcessRunner | ThreadRunner) -> AsyncIterator[None]:
+async def started(runner: StageRunner) -> AsyncIterator[None]:
     try:
         await runner.start()
         yield
@@ -81,10 +88,9 @@ async def test_a_worker_process_computes_what_the_stage_computes_in_process() ->
     settings = Settings(stage_processes=2)
     work = batch()
     expected = content(SpatialStage.from_settings(settings).run(work))
-    runner = make_runner(settings, TWO_WORKERS_BUDGET)
-    assert isinstance(runner, ProcessRunner)
-    assert runner.parallelism == 2
+    runner = ProcessRunner(settings, 2)
     async with started(runner):
+        assert runner.parallelism == len(stage_workers(runner)) == 2
         outputs = await asyncio.gather(*(runner.compute(work) for _ in range(3)))
     assert all(content(output) == expected for output in outputs)
     partitions, points, published, failed, _ = expected
@@ -96,8 +102,7 @@ async def test_a_worker_process_computes_what_the_stage_computes_in_process() ->
 
 async def test_the_thread_runner_computes_the_same() -> None:
     settings = Settings(stage_processes=0)
-    runner = make_runner(settings, TWO_WORKERS_BUDGET)
-    assert isinstance(runner, ThreadRunner)
+    runner = ThreadRunner(settings)
     work = batch(200)
     async with started(runner):
         output = await runner.compute(work)
@@ -127,7 +132,7 @@ async def test_geofences_are_loaded_in_the_worker() -> None:
 async def test_a_killed_worker_fails_the_next_batch_loudly() -> None:
     runner = ProcessRunner(Settings(), 1)
     async with started(runner):
-        [worker] = stage_workers()
+        [worker] = stage_workers(runner)
         worker.kill()
         worker.wait(DEADLINE_S)
         with pytest.raises(StageWorkerError, match="died"):
@@ -148,7 +153,7 @@ async def test_a_failing_batch_raises_in_the_parent_and_the_worker_serves_on() -
 async def test_workers_ignore_ctrl_c_so_the_parent_can_drain() -> None:
     runner = ProcessRunner(Settings(), 1)
     async with started(runner):
-        [worker] = stage_workers()
+        [worker] = stage_workers(runner)
         worker.send_signal(signal.SIGINT)
         worker.send_signal(signal.SIGTERM)
         output = await runner.compute(batch(50))
@@ -162,16 +167,14 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
         textwrap.dedent(
             """
             import asyncio, os, signal, sys
-            import psutil
             from processor.config import Settings
             from processor.workers import ProcessRunner
 
             async def main():
                 runner = ProcessRunner(Settings(), 2)
                 await runner.start()
-                for child in psutil.Process().children():
-                    if "spawn_main" in " ".join(child.cmdline()):
-                        print(child.pid, flush=True)
+                for pid in runner.pids():
+                    print(pid, flush=True)
                 print("ready", flush=True)
                 sys.stdin.readline()
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -198,7 +201,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
 
 
 def test_a_runner_nobody_closed_does_not_hold_the_exit(tmp_path: Path) -> None:
-    """The workers ignore SIGTERM and multiprocessing joins them at exit: a runner left open
+    """The workers ignore SIGTERM: a runner left open
     by a failure used to keep the interpreter waiting for them forever."""
     script = tmp_path / "parent.py"
     script.write_text(
@@ -213,7 +216,7 @@ def test_a_runner_nobody_closed_does_not_hold_the_exit(tmp_path: Path) -> None:
                 runner = ProcessRunner(Settings(), 2)
                 await runner.start()
                 for child in psutil.Process().children():
-                    if "spawn_main" in " ".join(child.cmdline()):
+                    if "processor.stage_worker" in " ".join(child.cmdline()):
                         print(child.pid, flush=True)
                 print("ready", flush=True)  # and leave without closing the runner
 
@@ -237,13 +240,26 @@ def test_a_runner_nobody_closed_does_not_hold_the_exit(tmp_path: Path) -> None:
     assert alive == []
 
 
-async def test_memory_used_counts_the_workers() -> None:
-    probe = MemoryProbe(limit_mb=4096)
-    own = psutil.Process().memory_info().rss
+async def test_a_worker_loads_the_stage_and_not_the_settings_or_the_parents_modules() -> None:
     runner = ProcessRunner(Settings(), 1)
     async with started(runner):
-        [worker] = stage_workers()
-        assert probe.used() >= own + worker.memory_info().rss * 0.9
+        [pid] = runner.pids()
+        packages = {part for line in _maps(pid) for part in Path(line.split()[-1]).parts}
+    assert {"pyproj", "shapely", "numpy", "msgspec"} <= packages  # the stage
+    assert not {"pydantic_core", "psutil"} & packages  # not the settings, not the probe
+
+
+def _maps(pid: int) -> list[str]:
+    """The files a process has mapped: its shared libraries, i.e. its extension modules."""
+    return Path(f"/proc/{pid}/maps").read_text().splitlines()
+
+
+async def test_the_runner_has_its_workers_counted_with_this_process() -> None:
+    probe = MemoryProbe(limit_mb=4096)
+    runner = make_runner(Settings(stage_processes=1), probe)
+    async with started(runner):
+        [worker] = [psutil.Process(pid) for pid in runner.pids()]
+        assert probe.used() >= probe.own() + worker.memory_info().rss * 0.9
 
 
 def test_available_cpus_follows_the_cgroup_quota(tmp_path: Path) -> None:
@@ -264,18 +280,48 @@ def test_settings_refuse_a_negative_process_count() -> None:
         Settings(stage_processes=-1)
 
 
-@pytest.mark.parametrize(
-    ("cpus", "budget_mib", "processes"),
-    [(1.0, 4096, 0), (1.5, 4096, 0), (2.0, 1024, 2), (8.0, 4096, 2), (2.0, 512, 1), (4, 256, 1)],
-)
-def test_two_workers_from_two_cpus_and_a_gib_on(
-    cpus: float, budget_mib: int, processes: int
-) -> None:
-    assert default_processes(cpus, budget_mib * 1024 * 1024) == processes
+def budget_mb(probe: MemoryProbe, extra: int) -> int:
+    """A budget of the floor of this process as it is now, plus ``extra`` MiB."""
+    return floor(probe.own(), partial(room_at, Settings())) // MIB + extra
 
 
-def test_the_default_runner_follows_the_cpus_and_the_budget() -> None:
-    runner = make_runner(Settings(), TWO_WORKERS_BUDGET)
-    expected = default_processes(available_cpus(), TWO_WORKERS_BUDGET)
-    assert runner.parallelism == max(expected, 1)
-    assert isinstance(runner, ProcessRunner if expected else ThreadRunner)
+async def test_a_budget_that_holds_them_gets_the_workers_the_cpus_want() -> None:
+    probe = MemoryProbe(limit_mb=budget_mb(MemoryProbe(None), 2048))
+    runner = make_runner(Settings(), probe)
+    async with started(runner):
+        workers = runner.pids()
+        expected = wanted_workers(available_cpus())
+        assert len(workers) == expected
+        assert runner.parallelism == max(expected, 1)
+        assert probe.used() >= probe.own() + sum(_rss(pid) for pid in workers) * 0.9
+
+
+async def test_a_budget_too_small_for_a_worker_runs_the_stage_in_a_thread() -> None:
+    probe = MemoryProbe(limit_mb=budget_mb(MemoryProbe(None), 16))  # a worker is ~60 MB
+    runner = make_runner(Settings(), probe)
+    work = batch(50)
+    async with started(runner):
+        assert runner.pids() == []
+        assert runner.parallelism == 1
+        output = await runner.compute(work)
+        assert stray_workers() == []  # the one started to be measured has exited
+    assert output.published + len(output.failed) == 50
+
+
+async def test_a_budget_below_the_floor_is_refused_before_any_worker_starts() -> None:
+    probe = MemoryProbe(limit_mb=budget_mb(MemoryProbe(None), -8))
+    runner = make_runner(Settings(), probe)
+    with pytest.raises(ConfigError) as caught:
+        async with started(runner):
+            pass
+    message = str(caught.value)
+    assert message.startswith("invalid setting PROCESSOR_MEMORY_LIMIT_MB (--memory-limit-mb)")
+    found = re.search(r"a budget of (\d+) MB is below the floor of (\d+) MB", message)
+    assert found is not None, message
+    assert int(found[1]) == probe.budget // MIB < int(found[2])
+    assert "\n" not in message
+    assert stray_workers() == []
+
+
+def _rss(pid: int) -> int:
+    return int(psutil.Process(pid).memory_info().rss)
