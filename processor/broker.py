@@ -60,16 +60,29 @@ class EmbeddedBroker:
     """
 
     def __init__(
-        self, port: int | None = None, log_path: Path | None = None, authentication: bool = False
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+        authentication: bool = False,
     ) -> None:
         self.port = port or free_port()
+        #: Where clients are told to connect (a proxy in front of the broker, in tests).
+        self.advertised_port = advertised_port or self.port
         self._log_path = log_path
         self._authentication = authentication
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
+
+    @property
+    def pid(self) -> int:
+        """The broker's process id (tests freeze it with SIGSTOP)."""
+        if self._process is None:
+            raise BrokerUnavailableError("embedded broker is not running")
+        return self._process.pid
 
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
@@ -81,7 +94,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
                 *(["--authentication"] if self._authentication else []),
@@ -105,6 +118,9 @@ class EmbeddedBroker:
                 raise BrokerUnavailableError(f"embedded broker exited ({code})")
         self.stop()
         raise BrokerUnavailableError(f"embedded broker did not listen on {self.port}")
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -1,6 +1,7 @@
-"""``processor``: run the service, the demo, or a sample producer.
+"""``processor``: the service, a sample producer, a local broker, the settings, the demo.
 
-Settings are parsed only by ``processor.config``; this module only maps flags onto it and
+Settings are parsed only by ``processor.config`` (flags from ``processor.flags``); this
+module only dispatches the commands and
 turns deliberate errors into one line and a non-zero exit. It imports the rest of the
 processor only once SIGTERM/SIGINT are caught: the imports alone take a second or two, and a
 stop asked for then must end in a clean exit 0 too, not a death by the signal.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -22,39 +24,152 @@ EXIT_CONFIG = 2
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from processor.config import add_setting_flags  # noqa: PLC0415 - see the docstring
+DESCRIPTION = """\
+A backpressure-aware geospatial stream processor for Kafka: it reads JSON sensor readings,
+validates and reprojects them, and publishes points and dead letters. Every setting is a
+flag, a PROCESSOR_* environment variable or a key of a TOML file (--config);
+'processor config' prints the effective ones and where each came from."""
 
-    parser = argparse.ArgumentParser(prog="processor", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="consume, reproject and publish until SIGTERM")
-    run.add_argument("--config", type=Path, help="TOML file of settings (lowest priority)")
-    add_setting_flags(run)
+EPILOG = """\
+first run, no Kafka needed: 'processor broker' starts an embedded broker and prints the
+'processor run' and 'processor sample' lines to paste in two more terminals.
+'processor COMMAND --help' lists the options of one command."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from processor.flags import add_setting_flags  # noqa: PLC0415 - see the docstring
+
+    parser = argparse.ArgumentParser(
+        prog="processor",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        usage="%(prog)s [options]",
+        help="consume, reproject and publish until SIGTERM/SIGINT",
+        description="Consume the input topic, reproject, publish points and dead letters; "
+        "SIGTERM/SIGINT drains and commits, then exit 0. Exit 2: did not start.",
+    )
+    add_setting_flags(run, "run")
+
+    sample = commands.add_parser(
+        "sample",
+        usage="%(prog)s [options]",
+        help="publish synthetic readings to the input topic",
+        description="Publish synthetic sensor readings (some invalid on purpose) to the input "
+        "topic, with a progress line every few seconds and a summary at the end.",
+    )
+    sample.add_argument(
+        "--rate",
+        type=_at_least(0.1, float),
+        default=100.0,
+        help="readings per second (default %(default)g)",
+    )
+    sample.add_argument(
+        "--sensors",
+        type=_at_least(1, int),
+        default=200,
+        help="distinct sensor ids, in four regions (default %(default)s)",
+    )
+    sample.add_argument(
+        "--count",
+        type=_at_least(0, int),
+        default=0,
+        help="stop after this many readings (default %(default)s: until Ctrl-C)",
+    )
+    sample.add_argument(
+        "--invalid-ratio",
+        type=_fraction,
+        default=0.01,
+        help="share of malformed readings, every kind the contract names (default %(default)g)",
+    )
+    add_setting_flags(sample, "sample")
+
+    broker = commands.add_parser(
+        "broker",
+        usage="%(prog)s [options]",
+        help="an embedded Kafka broker for a local run, until Ctrl-C",
+        description="Start the embedded broker (Tansu) on loopback, create the input, output "
+        "and dead-letter topics, and print the 'processor run' and 'processor sample' lines "
+        "to paste. Ctrl-C stops it (memory storage: the topics go with it).",
+    )
+    broker.add_argument(
+        "--port",
+        type=_port,
+        default=9092,
+        help="loopback port to listen on; 0 picks a free one (default %(default)s)",
+    )
+    broker.add_argument(
+        "--partitions",
+        type=_at_least(1, int),
+        default=4,
+        help="partitions of each topic (default %(default)s)",
+    )
+    add_setting_flags(broker, "broker")
+
+    config = commands.add_parser(
+        "config",
+        usage="%(prog)s [options]",
+        help="print the effective settings and where each came from",
+        description="Print the settings 'processor run' would use, each with its source "
+        "(default, profile, file, env, flag), secrets masked, as a TOML file.",
+    )
+    add_setting_flags(config, "config")
 
     demo = commands.add_parser(
-        "demo", help="a wildfire-smoke burst through the processor, live, on an embedded broker"
+        "demo",
+        usage="%(prog)s [options]",
+        help="a wildfire-smoke burst through the processor, live, on an embedded broker",
+        description="A minute of synthetic sensor traffic with a burst on two partitions, "
+        "through the processor on an embedded broker, with a live view, a summary and a plot.",
     )
     demo.add_argument(
         "--duration",
         type=_at_least(5.0, float),
         default=60.0,
-        help="seconds of sensor traffic; the backlog drains after it (default 60)",
+        help="seconds of sensor traffic; the backlog drains after it (default %(default)g)",
     )
-    demo.add_argument("--sensors", type=_at_least(8, int), default=300, help="(default 300)")
-    demo.add_argument("--partitions", type=_at_least(3, int), default=6, help="(default 6)")
-    demo.add_argument("--output-dir", type=Path, default=Path("demo-output"))
     demo.add_argument(
-        "--no-live", action="store_true", help="plain periodic lines instead of the live view"
+        "--sensors",
+        type=_at_least(8, int),
+        default=300,
+        help="sensors of the synthetic network, 2 readings/s each (default %(default)s)",
     )
-
-    sample = commands.add_parser("sample", help="publish synthetic readings to the input topic")
-    sample.add_argument("--rate", type=float, default=100.0, help="readings per second")
-    sample.add_argument("--sensors", type=int, default=200)
-    sample.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
-    sample.add_argument("--invalid-ratio", type=float, default=0.01)
-    sample.add_argument("--config", type=Path, help="TOML file of settings (lowest priority)")
-    add_setting_flags(sample)
+    demo.add_argument(
+        "--partitions",
+        type=_at_least(3, int),
+        default=6,
+        help="partitions of each topic (default %(default)s)",
+    )
+    demo.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("demo-output"),
+        help="where the summary and the plot go (default %(default)s)",
+    )
+    demo.add_argument(
+        "--no-live",
+        action="store_true",
+        help="plain periodic lines instead of the live view (default: live on a terminal)",
+    )
     return parser
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535")
+    return value
 
 
 def _at_least(low: float, kind: type[int] | type[float]) -> Callable[[str], float]:
@@ -131,26 +246,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, early: _EarlyStop) -> int:
-    """``run`` or ``sample``, which stop on SIGTERM/SIGINT."""
+    """The commands built on the settings; ``run``, ``sample`` and ``broker`` stop on
+    SIGTERM/SIGINT."""
     # The heavy imports, now that a signal only asks for a stop:
-    from processor.config import flag_overrides, load_settings  # noqa: PLC0415
+    from processor.config import resolve_settings, unknown_variables  # noqa: PLC0415
+    from processor.flags import flag_overrides  # noqa: PLC0415
     from processor.logs import setup_logging  # noqa: PLC0415
-    from processor.sample import publish_samples  # noqa: PLC0415
-    from processor.service import serve  # noqa: PLC0415
 
-    settings = load_settings(flag_overrides(args), args.config)
+    for warning in unknown_variables(os.environ):
+        print(f"processor: warning: {warning}", file=sys.stderr)
+    settings, sources = resolve_settings(flag_overrides(args), args.config)
+    if args.command == "config":
+        from processor.config_report import render  # noqa: PLC0415
+
+        print(render(settings, sources))
+        return 0
     setup_logging(settings.log_level, settings.log_format)
-    if args.command == "sample":
+    if args.command == "broker":
+        from processor.local_broker import serve_broker  # noqa: PLC0415
+
         return asyncio.run(
-            publish_samples(
+            serve_broker(
                 settings,
                 early.hand_over,
-                rate=args.rate,
-                sensors=args.sensors,
-                count=args.count,
-                invalid_ratio=args.invalid_ratio,
+                port=args.port,
+                partitions=args.partitions,
+                out=sys.stdout,
             )
         )
+    if args.command == "sample":
+        from processor.sample import Pace, publish_samples  # noqa: PLC0415
+
+        pace = Pace(args.rate, args.sensors, args.count, args.invalid_ratio)
+        return asyncio.run(publish_samples(settings, early.hand_over, pace))
+    from processor.service import serve  # noqa: PLC0415
+
     return asyncio.run(serve(settings, early.hand_over))
 
 

@@ -7,10 +7,10 @@ a TOML file (``--config`` / ``PROCESSOR_CONFIG_FILE``), defaults. A bad value be
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,9 +135,7 @@ class Settings(BaseSettings):
     stage_processes: int | None = Field(
         None,
         ge=0,
-        description="Worker processes of the spatial stage; 0 runs it in a thread "
-        "(default: as many as the memory budget holds, measured at start, up to 2 with "
-        "2+ CPUs, else 0)",
+        description="Worker processes of the spatial stage; 0 runs it in a thread",
     )
     stage_delay_ms: float = Field(
         0.0, ge=0, description="Artificial delay per batch: simulates a slow stage (tests, demo)"
@@ -145,8 +143,8 @@ class Settings(BaseSettings):
     memory_limit_mb: int | None = Field(
         None,
         ge=16,
-        description="Memory budget of the processor and its stage workers (default: cgroup "
-        "limit, else 1/4 of RAM); below the floor measured at start (~170) it does not start",
+        description="Memory budget of the processor and its stage workers; below the floor "
+        "measured at start (~170 MB) it does not start",
     )
     memory_high: float = Field(0.85, gt=0, le=1, description="Pause all above this budget share")
     memory_hysteresis: float = Field(
@@ -172,8 +170,10 @@ class Settings(BaseSettings):
         "0.0.0.0",  # noqa: S104 - probes and scrapers reach a pod on its own address
         description="Address the HTTP port listens on",
     )
-    liveness_timeout_s: float = Field(
-        30.0, gt=0, description="/healthz fails once the fetch loop stalls this long"
+    unreachable_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="A broker silent this long is unreachable: one warning, /readyz 503",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["json", "text"] = Field("json", description="Log line format")
@@ -239,6 +239,21 @@ class Settings(BaseSettings):
         return self.memory_high - self.memory_hysteresis
 
 
+#: What happens when a setting without a default is not set (for the help and the printout).
+UNSET: dict[str, str] = {
+    "sasl_mechanism": "no SASL",
+    "sasl_username": "no SASL",
+    "sasl_password": "no SASL",
+    "ssl_cafile": "the system's CA certificates",
+    "ssl_certfile": "no client certificate",
+    "ssl_keyfile": "no client certificate",
+    "geofences": "points are not tagged",
+    "profile": "no preset",
+    "stage_processes": "as many as the memory budget holds, measured at start, up to 2 with "
+    "2+ CPUs, else 0",
+    "memory_limit_mb": "the cgroup limit, else 1/4 of RAM",
+}
+
 _CODEC_AVAILABLE: dict[str, Callable[[], bool]] = {
     "none": lambda: True,
     "gzip": codec.has_gzip,
@@ -256,16 +271,20 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, sources: dict[str, str]) -> str:
     first = error.errors()[0]
     loc = [str(part) for part in first["loc"]]
     message = str(first["msg"])
     field = loc[0] if loc else ""
     if not field and ": " in message:  # model-level check: "Value error, field: why"
         field, message = message.removeprefix("Value error, ").split(": ", 1)
-    if field in Settings.model_fields:
-        return f"invalid setting {env_name(field)} ({flag_name(field)}): {message}"
-    return f"invalid setting {field or '?'}: {message}"
+    if field not in Settings.model_fields:
+        return f"invalid setting {field or '?'}: {message}"
+    source = sources.get(field, "")
+    if source.startswith("file "):  # name the key where the operator will look for it
+        where = f"{field} in {source.removeprefix('file ')}"
+        return f"invalid setting {where} ({env_name(field)}, {flag_name(field)}): {message}"
+    return f"invalid setting {env_name(field)} ({flag_name(field)}): {message}"
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -273,43 +292,63 @@ def _read_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"invalid setting {ENV_PREFIX}CONFIG_FILE (--config): {exc}") from None
-    return {key.replace("-", "_"): value for key, value in data.items()}
+        raise ConfigError(
+            f"invalid setting {ENV_PREFIX}CONFIG_FILE (--config): {path}: {exc}"
+        ) from None
+    values = {key.replace("-", "_"): value for key, value in data.items()}
+    for key in values:
+        if key not in Settings.model_fields:
+            hint = _did_you_mean(key, Settings.model_fields)
+            raise ConfigError(f"invalid setting {key} in {path}: not a setting{hint}")
+    return values
+
+
+def _did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean X?)`` for the closest of ``known``, compared without a ``prefix``
+    that they all share (or everything looks alike); empty when nothing is close."""
+    stems = [item.removeprefix(prefix) for item in known]
+    match = difflib.get_close_matches(name.removeprefix(prefix), stems, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{match[0]}?)" if match else ""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for ``PROCESSOR_*`` variables that are no setting: the settings ignore them,
+    so a misspelt one would otherwise go unnoticed."""
+    known = [env_name(name) for name in [*Settings.model_fields, "config_file"]]
+    return [
+        f"{name} is not a setting and is ignored{_did_you_mean(name.upper(), known, ENV_PREFIX)}"
+        for name in sorted(environ)
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+    ]
 
 
 def load_settings(
     overrides: dict[str, Any] | None = None, config_file: Path | None = None
 ) -> Settings:
     """Build settings from flags (``overrides``), env and an optional TOML file."""
+    return resolve_settings(overrides, config_file)[0]
+
+
+def resolve_settings(
+    overrides: dict[str, Any] | None = None, config_file: Path | None = None
+) -> tuple[Settings, dict[str, str]]:
+    """The settings and, for each, where its value came from: ``flag --x``, ``env
+    PROCESSOR_X``, ``file <path>``, ``profile <name>`` or ``default``."""
     env_file = os.environ.get(ENV_PREFIX + "CONFIG_FILE")
     path = config_file or (Path(env_file) if env_file else None)
-    values: dict[str, Any] = {}
-    if path is not None:
-        from_file = _read_file(path)
-        # Environment beats the file: drop file keys that the environment sets.
-        values = {k: v for k, v in from_file.items() if env_name(k) not in os.environ}
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    from_env = {name for name in Settings.model_fields if env_name(name) in os.environ}
+    # Environment beats the file: drop file keys that the environment sets.
+    from_file = {k: v for k, v in (_read_file(path) if path else {}).items() if k not in from_env}
+    sources = dict.fromkeys(from_file, f"file {path}")
+    sources.update({name: f"env {env_name(name)}" for name in from_env})
+    sources.update({name: f"flag {flag_name(name)}" for name in flags})
     try:
-        return Settings(**values)
+        settings = Settings(**{**from_file, **flags})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-
-
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per setting, all strings: pydantic does the parsing and the checking."""
-    group = parser.add_argument_group("settings (each also as a PROCESSOR_* env var)")
-    for name, field in Settings.model_fields.items():
-        group.add_argument(
-            flag_name(name),
-            dest=f"setting_{name}",
-            metavar=name.upper(),
-            help=f"{field.description} [env {env_name(name)}, default {field.default}]",
-        )
-
-
-def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        name: getattr(args, f"setting_{name}")
-        for name in Settings.model_fields
-        if getattr(args, f"setting_{name}", None) is not None
-    }
+        raise ConfigError(_describe(exc, sources)) from None
+    preset = PROFILES.get(settings.profile or "", {})
+    for name in Settings.model_fields:
+        if name not in sources:
+            sources[name] = f"profile {settings.profile}" if name in preset else "default"
+    return settings, sources

@@ -4,10 +4,12 @@ Three fixed GET routes for probes and scrapers do not need a web framework: a re
 line plus headers, the answer is one small body and the connection is closed. Everything runs
 on the processor's event loop, so the metric callbacks read ``Stats`` without locks.
 
-- ``/healthz``: 200 while starting, running (the fetch loop went round within the liveness
-  timeout) or draining; 503 once the loop is wedged or the processor has stopped.
-- ``/readyz``: 200 once connected and placed in the group (with partitions, or idle because
-  the group has more members than partitions); 503 before that, while draining and after.
+- ``/healthz`` (liveness): 200 whenever this event loop answers, while starting, running or
+  draining, whatever the broker and the group are doing: restarting the pod would only start
+  the same wait again. 503 once the processor has stopped.
+- ``/readyz``: 200 once connected, placed in the group (with partitions, or idle because the
+  group has more members than partitions) and the broker answers; 503 with a ``reason``
+  otherwise: ``starting``, ``joining``, ``broker_unreachable``, ``draining``, ``stopped``.
 """
 
 from __future__ import annotations
@@ -37,33 +39,30 @@ class Health:
     """Liveness and readiness of one processor, from its lifecycle flags and ``Stats``."""
 
     processor: Processor
-    liveness_timeout_s: float
     clock: Callable[[], float] = field(default=time.monotonic)
 
-    def loop_age(self) -> float:
-        return max(0.0, self.clock() - self.processor.stats.last_loop)
-
     def alive(self) -> bool:
-        processor = self.processor
-        if processor.running and not processor.stopping:
-            return self.loop_age() <= self.liveness_timeout_s
-        if processor.running:
-            return True  # draining: the drain deadline bounds it
-        return not processor.stopping  # starting, or stopped for good
+        return self.processor.running or not self.processor.stopping
 
-    def ready(self) -> bool:
-        processor = self.processor
-        return (
-            processor.connected
-            and processor.running
-            and not processor.stopping
-            and processor.stats.assignments > 0
-        )
+    def unready(self) -> str | None:
+        """Why the processor is not ready, or None when it is."""
+        processor, stats = self.processor, self.processor.stats
+        if processor.stopping:
+            return "draining" if processor.running else "stopped"
+        if not (processor.connected and processor.running):
+            return "starting"
+        if not stats.broker_reachable:
+            return "broker_unreachable"
+        if stats.joining:
+            return "joining"
+        return None
 
     def detail(self) -> dict[str, Any]:
         stats = self.processor.stats
+        now = self.clock()
         return {
-            "loop_age_s": round(self.loop_age(), 3),
+            "loop_age_s": round(max(0.0, now - stats.last_loop), 3),
+            "broker_silence_s": round(max(0.0, now - stats.broker_answered), 3),
             "assigned": stats.assigned,
             "paused": len(self.processor.paused()),
             "buffered": stats.buffered,
@@ -100,9 +99,13 @@ class Endpoints:
             return 405, "text/plain", b"method not allowed\n", {"Allow": "GET, HEAD"}
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, self._metrics(), {}
-        good = self._health.alive() if path == "/healthz" else self._health.ready()
-        body = {"status": "ok" if good else "unavailable", **self._health.detail()}
-        return (200 if good else 503), _JSON, json.dumps(body).encode() + b"\n", {}
+        if path == "/healthz":
+            reason = None if self._health.alive() else "stopped"
+        else:
+            reason = self._health.unready()
+        status = {"status": "ok"} if reason is None else {"status": "unavailable", "reason": reason}
+        body = json.dumps({**status, **self._health.detail()}).encode() + b"\n"
+        return (200 if reason is None else 503), _JSON, body, {}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

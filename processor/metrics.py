@@ -105,6 +105,12 @@ def observe(
          _partitioned(lambda: _behind(stats.positions, stats.committed_offsets))),
         ("processor.loop.age", "s", "Seconds since the fetch loop last went round",
          _value(lambda: max(0.0, clock() - stats.last_loop))),
+        ("processor.broker.reachable", "1", "1 while the broker answers, 0 during an outage",
+         _value(lambda: int(stats.broker_reachable))),
+        ("processor.broker.silence", "s", "Seconds since the broker last answered",
+         _value(lambda: max(0.0, clock() - stats.broker_answered))),
+        ("processor.group.joining", "1", "1 while waiting for a partition assignment",
+         _value(lambda: int(stats.joining))),
     ]  # fmt: skip
     counters: list[tuple[str, str, str, Callback]] = [
         ("processor.records.consumed", "{record}", "Records taken from Kafka",

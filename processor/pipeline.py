@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from processor.broker_watch import BrokerWatch
 from processor.buffer import Chunk, RecordBuffer
 from processor.clients import fetch_bytes, make_consumer, make_producer
 from processor.commits import Committer
@@ -39,6 +40,7 @@ from processor.memory import MIB, MemoryProbe, find_cgroup
 from processor.observer import BatchObserver, BatchTrace, Unobserved
 from processor.offsets import OffsetTracker
 from processor.preflight import check_cluster, unreachable
+from processor.probe import broker_probe
 from processor.publisher import Publisher
 from processor.spill import SpillStore
 from processor.stage import StageDone, StageInput, StageJob, StageResult, finish
@@ -58,11 +60,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._processor = processor
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._processor.stats.joining = True  # called as every (re)join begins
         await self._processor.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._processor.on_assigned(assigned)
         self._processor.stats.assignments += 1  # joined, even with nothing assigned
+        self._processor.stats.joining = False
 
 
 class Processor:
@@ -94,6 +98,11 @@ class Processor:
             settings.spill_dir, settings.spill_max_bytes, settings.spill_min_free_mb * MIB
         )
         self.buffer: RecordBuffer[TopicPartition] = RecordBuffer()
+        self.broker = BrokerWatch(
+            self.stats,
+            settings.unreachable_after_s,
+            {"bootstrap_servers": settings.bootstrap_servers, "group": settings.group_id},
+        )
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._committer: Committer[TopicPartition] | None = None
         #: Spill room below which a fetch takes only what memory can hold: a fetch response
@@ -193,6 +202,7 @@ class Processor:
             asyncio.create_task(self._fetch_loop(), name="fetch"),
             asyncio.create_task(self._commits.run(), name="commit"),
             asyncio.create_task(self._memory_loop(), name="memory"),
+            asyncio.create_task(self.broker.run(broker_probe(self._consumer)), name="broker"),
         ]
         processing = asyncio.create_task(self._process_loop(publisher), name="process")
         for task in (*tasks, processing):

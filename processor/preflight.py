@@ -9,8 +9,10 @@ and the first step that fails names the cause:
 1. connect: TCP, then TLS when the protocol has it, then ApiVersions -> unreachable, TLS
    handshake, not a Kafka listener of that protocol;
 2. log in, for SASL protocols: is the mechanism offered, then the login itself;
-3. ask for the three topics without creating them -> missing topic; a broker that closes the
-   connection here wants a login that the settings do not give.
+3. ask for the topics the command uses without creating them -> missing topic; a broker that
+   closes the connection here wants a login that the settings do not give;
+4. with the idempotent producer on, ask for a producer id -> a broker without it (the
+   embedded one answers aiokafka's InitProducerId v0 with UnknownError).
 
 All servers are tried at once, within PROCESSOR_REQUEST_TIMEOUT_MS; when none passes, the
 failure that got furthest is reported, and a server that stops answering is reported with
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -28,6 +31,7 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 from aiokafka.protocol.admin import SaslHandShakeRequest
 from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from processor.clients import security_options
 from processor.config import Settings, env_name, flag_name
@@ -39,7 +43,8 @@ from processor.errors import (
     TlsHandshakeError,
 )
 
-_TOPICS = ("input_topic", "output_topic", "dlq_topic")
+#: The topic settings of ``processor run``; ``processor sample`` needs only the input.
+RUN_TOPICS = ("input_topic", "output_topic", "dlq_topic")
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
 
 
@@ -50,6 +55,7 @@ class Step(IntEnum):
     CONNECT = 2
     LOG_IN = 3
     TOPICS = 4
+    IDEMPOTENCE = 5
 
 
 class _Failed(Exception):  # noqa: N818 - internal: carries the error and how far it got
@@ -59,11 +65,11 @@ class _Failed(Exception):  # noqa: N818 - internal: carries the error and how fa
         self.error = error
 
 
-async def check_cluster(settings: Settings) -> None:
-    """Return once a bootstrap server lets the processor in and has its topics; else raise
-    the one-line error of the furthest failure."""
+async def check_cluster(settings: Settings, topics: Sequence[str] = RUN_TOPICS) -> None:
+    """Return once a bootstrap server lets the processor in and has the ``topics`` (names
+    of topic settings); else raise the one-line error of the furthest failure."""
     servers = [
-        _Server(settings, host, port)
+        _Server(settings, host, port, topics)
         for host, port, _ in collect_hosts(settings.bootstrap_servers, randomize=False)
     ]
     tasks = [asyncio.create_task(server.check()) for server in servers]
@@ -97,8 +103,9 @@ def unreachable(settings: Settings, reason: str) -> BrokerUnavailableError:
 class _Server:
     """One bootstrap server taken through the steps; remembers what it is waiting on."""
 
-    def __init__(self, settings: Settings, host: str, port: int) -> None:
+    def __init__(self, settings: Settings, host: str, port: int, topics: Sequence[str]) -> None:
         self.settings = settings
+        self.topics = topics
         self.host = host
         self.port = port
         self.where = f"{host}:{port}"
@@ -139,6 +146,9 @@ class _Server:
                 conn = await self._log_in(options)
             self._enter(Step.TOPICS, "a metadata request")
             await self._check_topics(conn)
+            if settings.enable_idempotence:
+                self._enter(Step.IDEMPOTENCE, "InitProducerId")
+                await self._check_idempotence(conn)
         finally:
             conn.close()
 
@@ -222,7 +232,7 @@ class _Server:
     async def _check_topics(self, conn: Any) -> None:
         """The topics exist (asked without creating them: a misspelt topic must not be made)."""
         settings = self.settings
-        names = {name: getattr(settings, name) for name in _TOPICS}
+        names = {name: getattr(settings, name) for name in self.topics}
         topics = list(dict.fromkeys(names.values()))
         try:
             answer = await conn.send(MetadataRequest(topics, allow_auto_topic_creation=False))
@@ -246,6 +256,27 @@ class _Server:
         ]
         if problems:
             raise _Failed(Step.TOPICS, ConfigError("; ".join(problems)))
+
+    async def _check_idempotence(self, conn: Any) -> None:
+        """Ask for a producer id as the idempotent producer will: without this, a broker that
+        refuses it fails the producer's start with a bare ``UnknownError`` traceback."""
+        try:
+            answer = await conn.send(InitProducerIdRequest(None, 60_000))
+        except KafkaError as exc:
+            reason = f"{type(exc).__name__}"
+        else:
+            if not answer.error_code:
+                return
+            reason = for_code(answer.error_code).__name__
+        raise _Failed(
+            Step.IDEMPOTENCE,
+            ConfigError(
+                f"invalid setting {_setting('enable_idempotence')}: {self.where} refused the "
+                f"idempotent producer (InitProducerId: {reason}); for a broker without it, "
+                f"such as the embedded one, set {env_name('enable_idempotence')}=false "
+                f"({flag_name('enable_idempotence')} false)"
+            ),
+        )
 
     async def _open(self, options: dict[str, Any]) -> Any:
         return await create_conn(

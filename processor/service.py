@@ -31,9 +31,7 @@ async def exposed(
     exporters flush, in a worker thread since an OTLP flush blocks on the network.
     """
     telemetry.watch(processor.stats)
-    endpoints = Endpoints(
-        Health(processor, processor.settings.liveness_timeout_s), telemetry.prometheus_text
-    )
+    endpoints = Endpoints(Health(processor), telemetry.prometheus_text)
     try:
         bound = None
         if port:

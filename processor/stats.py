@@ -34,6 +34,9 @@ class Stats:
     peak_memory: int = 0
     assigned: int = 0
     assignments: int = 0  # group assignments received (an empty one included): joined
+    joining: bool = True  # no assignment yet, or a rebalance under way: waiting for one
+    broker_reachable: bool = True  # see processor.broker_watch
+    broker_answered: float = field(default_factory=time.monotonic)  # its last answer
     committed_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # one past taken

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -192,6 +194,21 @@ async def wait_for(
     raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
 
 
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """(status, body) of a GET on the processor's HTTP port."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
 class ProcessorProcess:
     """`processor run` as a real subprocess, with its JSON log captured to a file."""
 
@@ -225,3 +242,11 @@ class ProcessorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far (a line being written is left out)."""
+        found = []
+        for line in self.log().splitlines():
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+        return found

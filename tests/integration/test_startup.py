@@ -58,7 +58,7 @@ class Run:
             return
         for child in children:
             try:
-                if "spawn_main" in " ".join(child.cmdline()):
+                if "processor.stage_worker" in child.cmdline():
                     self.workers.setdefault(child.pid, child)
             except psutil.Error:
                 continue
@@ -274,3 +274,18 @@ def _imported_numpy(pid: int) -> bool:
         return any("numpy" in m.path for m in psutil.Process(pid).memory_maps())
     except (psutil.Error, OSError):
         return False
+
+
+async def test_the_idempotent_producer_on_a_broker_without_it_is_one_line_naming_the_setting(
+    tmp_path: Path, launch: Callable[..., Run]
+) -> None:
+    """The embedded broker (whatever the session's cluster) refuses aiokafka's InitProducerId."""
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        topics = await Topics.fresh().create(broker.bootstrap_servers)
+        run = launch(broker.bootstrap_servers, topics, enable_idempotence=True)
+        line = await asyncio.to_thread(_one_line_exit_2, run)
+    assert line.startswith(
+        "processor: invalid setting PROCESSOR_ENABLE_IDEMPOTENCE (--enable-idempotence): "
+    )
+    assert "refused the idempotent producer (InitProducerId: UnknownError)" in line
+    assert "set PROCESSOR_ENABLE_IDEMPOTENCE=false (--enable-idempotence false)" in line

@@ -35,46 +35,54 @@ class Clock:
 
 
 def test_health_through_a_lifecycle() -> None:
+    """Liveness holds whatever the broker and the group do; readiness says why it fails."""
     processor, clock = FakeProcessor(), Clock()
-    health = Health(processor, liveness_timeout_s=30, clock=clock)  # type: ignore[arg-type]
+    health = Health(processor, clock=clock)  # type: ignore[arg-type]
     states = []
 
     def state(what: str) -> None:
-        states.append((what, health.alive(), health.ready()))
+        states.append((what, health.alive(), health.unready()))
 
     state("before start")
     processor.connected = True
     processor.running = True
     state("running, not yet in the group")
-    processor.stats.assignments = 1
-    state("running, assigned or idle in the group")
-    clock.now += 29
-    state("loop quiet for 29 s")
-    clock.now += 2
-    state("loop wedged for 31 s")
+    clock.now += 80  # a join of 80 s: the fetch loop waits in getmany all along
+    state("joining for 80 s")
+    processor.stats.joining = False
     processor.stats.last_loop = clock.now
-    state("loop back")
-    processor.stopping = True
+    state("running, assigned or idle in the group")
+    processor.stats.broker_reachable = False
     clock.now += 60
+    state("broker unreachable for a minute")
+    processor.stats.joining = True
+    state("broker unreachable while rejoining")
+    processor.stats.broker_reachable = True
+    state("broker back, rejoining")
+    processor.stats.joining = False
+    state("back in the group")
+    processor.stopping = True
     state("draining")
     processor.running = False
     state("stopped")
     assert states == [
-        ("before start", True, False),
-        ("running, not yet in the group", True, False),
-        ("running, assigned or idle in the group", True, True),
-        ("loop quiet for 29 s", True, True),
-        ("loop wedged for 31 s", False, True),
-        ("loop back", True, True),
-        ("draining", True, False),
-        ("stopped", False, False),
+        ("before start", True, "starting"),
+        ("running, not yet in the group", True, "joining"),
+        ("joining for 80 s", True, "joining"),
+        ("running, assigned or idle in the group", True, None),
+        ("broker unreachable for a minute", True, "broker_unreachable"),
+        ("broker unreachable while rejoining", True, "broker_unreachable"),
+        ("broker back, rejoining", True, "joining"),
+        ("back in the group", True, None),
+        ("draining", True, "draining"),
+        ("stopped", False, "stopped"),
     ]
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[FakeProcessor, int]]:
     processor = FakeProcessor(stats=Stats())
-    endpoints = Endpoints(Health(processor, 30), lambda: b"processor_up 1\n")  # type: ignore[arg-type]
+    endpoints = Endpoints(Health(processor), lambda: b"processor_up 1\n")  # type: ignore[arg-type]
     port = await endpoints.start("127.0.0.1", 0)
     yield processor, port
     await endpoints.close()
@@ -109,10 +117,16 @@ async def test_metrics_health_and_readiness(server: tuple[FakeProcessor, int]) -
     status, _, body = await _request(port, b"GET /readyz HTTP/1.1\r\n\r\n")
     assert status == 503
     assert json.loads(body)["status"] == "unavailable"
+    assert json.loads(body)["reason"] == "starting"
     processor.connected = processor.running = True
-    processor.stats.assignments = 1
-    status, _, _ = await _request(port, b"GET /readyz HTTP/1.0\r\n\r\n")
+    processor.stats.joining = False
+    status, _, body = await _request(port, b"GET /readyz HTTP/1.0\r\n\r\n")
     assert status == 200
+    assert "reason" not in json.loads(body)
+    processor.stats.broker_reachable = False
+    status, _, body = await _request(port, b"GET /readyz HTTP/1.1\r\n\r\n")
+    assert (status, json.loads(body)["reason"]) == (503, "broker_unreachable")
+    assert (await _request(port, b"GET /healthz HTTP/1.1\r\n\r\n"))[0] == 200
 
 
 @pytest.mark.parametrize(

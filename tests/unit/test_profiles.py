@@ -11,14 +11,9 @@ from pathlib import Path
 import pytest
 
 import processor.config
-from processor.config import (
-    PROFILES,
-    Settings,
-    add_setting_flags,
-    flag_overrides,
-    load_settings,
-)
+from processor.config import PROFILES, Settings, load_settings
 from processor.errors import ConfigError
+from processor.flags import add_setting_flags, flag_overrides
 
 PRESET_FIELDS = ("buffer_max_records", "memory_high", "batch_max_records")
 
@@ -123,7 +118,7 @@ def test_a_flag_overrides_an_env_profile_and_the_flag_profile_wins(
 
 def test_command_line_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = argparse.ArgumentParser()
-    add_setting_flags(parser)
+    add_setting_flags(parser, "run")
     args = parser.parse_args(["--profile", "temperature_array", "--memory-high", "0.7"])
     settings = load_settings(flag_overrides(args))
     assert settings.profile == "temperature_array"

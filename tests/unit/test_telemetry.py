@@ -3,6 +3,7 @@ the Prometheus text of /metrics."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -126,6 +127,8 @@ def _stats() -> Stats:
     stats.committed_offsets = {("in", 0): 10, ("in", 1): 5}
     stats.end_offsets = {("in", 0): 30, ("in", 1): 5, ("in", 2): 9}
     stats.positions = {("in", 0): 25, ("in", 1): 5}
+    stats.broker_reachable, stats.broker_answered = False, time.monotonic() - 30
+    stats.joining = False
     return stats
 
 
@@ -190,6 +193,9 @@ def test_prometheus_text_parses_with_processor_names() -> None:
     assert samples[("processor_consumer_lag", (("partition", "0"), ("topic", "in")))] == 20
     assert samples[("processor_batch_duration_seconds_count", ())] == 1
     assert samples[("processor_batch_duration_seconds_bucket", (("le", "0.025"),))] == 1
+    assert samples[("processor_broker_reachable", ())] == 0
+    assert samples[("processor_broker_silence_seconds", ())] >= 30
+    assert samples[("processor_group_joining", ())] == 0
     names = {name for name, _ in samples}
     assert all(n.startswith("processor_") or n == "target_info" for n in names), names
 
