@@ -611,7 +611,7 @@ def test_prometheus_rule_is_optional_and_ships_the_documented_alerts(chart: helm
     documented = yaml.safe_load(ALERTS.read_text())
     assert rule["spec"] == documented
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
-    assert len(alerts) == 6
+    assert len(alerts) == 7
     # The templates never saw the rules: Prometheus' own {{ $labels }} survive rendering.
     assert all("{{ $labels.instance }}" in r["annotations"]["summary"]
                for group in rule["spec"]["groups"] for r in group["rules"])  # fmt: skip

@@ -65,6 +65,7 @@ def test_the_alerts_cover_the_operational_failures() -> None:
     used = {str(r["alert"]): metric_names(str(r["expr"])) for r in alerts()}
     assert used == {
         "ProcessorBrokerUnreachable": {"processor_broker_reachable"},
+        "ProcessorGroupJoiningTooLong": {"processor_group_joining"},
         "ProcessorConsumerLagGrowing": {"processor_consumer_lag"},
         "ProcessorPartitionsPausedTooLong": {"processor_partitions_paused"},
         "ProcessorSpillNearFull": {"processor_spill_size_bytes", "processor_spill_capacity_bytes"},

@@ -132,7 +132,7 @@ async def test_prometheus_scrapes_every_metric_the_dashboard_and_the_alerts_use(
             await wait_until_empty("every alert rule evaluated without error", unevaluated)
             data = await api(url, "/api/v1/rules", type="alert")
             states = {r["name"]: r["state"] for g in data["groups"] for r in g["rules"]}
-            assert len(states) == 6
+            assert len(states) == 7
             assert states["ProcessorBrokerUnreachable"] == "inactive"
         processor.signal(signal.SIGTERM)
         assert await processor.wait() == 0
