@@ -11,6 +11,7 @@ from pathlib import Path
 from bench.harness import SCENARIOS, Options, run_all
 from bench.profile import top_costs
 from bench.report import write
+from processor.batches import CODECS
 
 
 def _scenarios(text: str) -> tuple[str, ...]:
@@ -57,6 +58,12 @@ def parse(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--profile", action="store_true", help="one extra processor run under py-spy"
     )
+    parser.add_argument(
+        "--input-compression",
+        choices=list(CODECS),
+        default="none",
+        help="codec of the preloaded input batches (default none)",
+    )
     args = parser.parse_args(argv)
     return Options(
         records=args.records,
@@ -71,6 +78,7 @@ def parse(argv: Sequence[str] | None) -> Options:
         raw_in_flight=args.raw_in_flight,
         settings=tuple(args.set),
         profile=args.profile,
+        input_compression=args.input_compression,
     )
 
 

@@ -74,6 +74,7 @@ class Options:
     raw_in_flight: int = 1
     settings: tuple[tuple[str, str], ...] = ()  # PROCESSOR_* overrides of the processor runs
     profile: bool = False
+    input_compression: str = "none"  # codec of the preloaded input batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +151,15 @@ class Context:
     logs: Path
 
 
-async def preload(bootstrap: str, topic: str, count: int) -> dict[int, int]:
-    """Publish ``count`` readings through the batch API, keyed as ``send()`` would; returns
-    the end offset of each partition."""
+async def preload(
+    bootstrap: str, topic: str, count: int, compression: str = "none"
+) -> dict[int, int]:
+    """Publish ``count`` readings through the batch API, keyed as ``send()`` would, in
+    batches compressed with ``compression``; returns the end offset of each partition."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=False,
+        compression_type=None if compression == "none" else compression,
         max_batch_size=MIB,
         max_request_size=2 * MIB,
     )
@@ -425,8 +429,13 @@ async def run_all(options: Options) -> tuple[dict[str, Any], list[dict[str, Any]
         topic = f"bench.input.{uuid.uuid4().hex[:6]}"
         await create_topics(broker.bootstrap_servers, [topic], options.partitions)
         began = time.monotonic()
-        ends = await preload(broker.bootstrap_servers, topic, options.records)
-        print(f"preloaded {options.records:,} readings in {time.monotonic() - began:.1f} s")
+        ends = await preload(
+            broker.bootstrap_servers, topic, options.records, options.input_compression
+        )
+        print(
+            f"preloaded {options.records:,} readings ({options.input_compression}) "
+            f"in {time.monotonic() - began:.1f} s"
+        )
         ctx = Context(options, broker.bootstrap_servers, topic, ends, logs)
         for repeat in range(options.repeat):
             for name in options.scenarios:
@@ -437,6 +446,7 @@ async def run_all(options: Options) -> tuple[dict[str, Any], list[dict[str, Any]
     meta = {
         "records": options.records,
         "partitions": options.partitions,
+        "input_compression": options.input_compression,
         "ends": ends,
         "cpus": os.cpu_count(),
         "aiokafka": importlib.metadata.version("aiokafka"),

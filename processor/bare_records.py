@@ -15,6 +15,14 @@ transactional reads (``read_committed``), which need aborted batches filtered. I
 release reshaped these internals (the dependency is pinned to a minor version), ``bare_value``
 still works as a plain deserializer and records come wrapped, as before.
 
+Compressed batches (gzip, snappy, lz4, zstd) decompress as they are unpacked, as in aiokafka;
+their records carry their headers like any others. A batch that cannot be decoded (its CRC
+does not match, its codec is unknown, its codec rejects the payload) raises
+:class:`~processor.errors.UndecodableBatchError` naming its topic, partition and offset. The
+records before it in the same fetch are handed out first and the rest of the fetch is
+dropped, so the next fetch starts at the broken batch and fails on it again: it is never
+skipped.
+
 Only ``getmany`` is taken over; a bare consumer must not mix in ``getone``.
 """
 
@@ -24,7 +32,12 @@ import sys
 from typing import Any
 
 from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
-from aiokafka.errors import CorruptRecordException
+from aiokafka.record.memory_records import MemoryRecords
+
+from processor.errors import UndecodableBatchError
+
+#: What is left of a fetch after a broken batch: nothing, so the next fetch starts at it.
+_NOTHING = MemoryRecords(b"")
 
 
 def bare_value(value: bytes | None) -> bytes | None:
@@ -79,7 +92,13 @@ def _take(partition: PartitionRecords, limit: int) -> list[Any]:
         if left is None:
             if not batches.has_next():
                 break
-            left = _unpack(partition, batches.next_batch())
+            try:
+                left = _unpack(partition, batches)
+            except UndecodableBatchError:
+                partition._records = _NOTHING  # the rest of this fetch: fetched again
+                if taken:
+                    break
+                raise
             if left is None:
                 continue
         room = limit - len(taken)
@@ -99,13 +118,14 @@ def _exhausted(partition: PartitionRecords) -> bool:
     return getattr(partition, "_bare_unpacked", None) is None and not partition._records.has_next()
 
 
-def _unpack(partition: PartitionRecords, batch: Any) -> _Unpacked | None:
-    """A batch's records from the fetch position on; None for a batch with nothing to hand
-    out (a control batch, or one wholly before the position), whose end is passed."""
+def _unpack(partition: PartitionRecords, batches: MemoryRecords) -> _Unpacked | None:
+    """The next batch's records from the fetch position on; None for a batch with nothing to
+    hand out (a control batch, or one wholly before the position), whose end is passed."""
+    batch = _next_batch(partition, batches)
     if partition._check_crcs and not batch.validate_crc():
-        raise CorruptRecordException(f"Invalid CRC - {partition._tp}")
+        raise _undecodable(partition, batch.base_offset, "CRC mismatch (corrupt bytes)")
     if not batch.is_control_batch:
-        records = list(batch)
+        records = _records(partition, batch)
         start = partition.next_fetch_offset
         if records and records[0].offset < start:  # the fetch began inside this batch
             records = [record for record in records if record.offset >= start]
@@ -113,3 +133,31 @@ def _unpack(partition: PartitionRecords, batch: Any) -> _Unpacked | None:
             return _Unpacked(records, batch.next_offset)
     partition.next_fetch_offset = max(partition.next_fetch_offset, batch.next_offset)
     return None
+
+
+def _next_batch(partition: PartitionRecords, batches: MemoryRecords) -> Any:
+    """The fetch's next batch, if its length and magic byte make sense."""
+    try:
+        return batches.next_batch()
+    except Exception as exc:  # whatever the parser raises: as in _records
+        raise _undecodable(partition, partition.next_fetch_offset, _cause(exc)) from exc
+
+
+def _records(partition: PartitionRecords, batch: Any) -> list[Any]:
+    """All records of a data batch, decompressed. Anything raised on the way (aiokafka's
+    CorruptRecordException or UnsupportedCodecError, zlib.error, EOFError,
+    cramjam.DecompressionError: each codec has its own) means the bytes cannot be read."""
+    try:
+        return list(batch)
+    except Exception as exc:
+        raise _undecodable(partition, batch.base_offset, _cause(exc)) from exc
+
+
+def _undecodable(partition: PartitionRecords, offset: int, cause: str) -> UndecodableBatchError:
+    return UndecodableBatchError(partition._tp.topic, partition._tp.partition, offset, cause)
+
+
+def _cause(error: Exception) -> str:
+    """``Type: detail`` (aiokafka's errors put their name in their text too: not twice)."""
+    detail = str(error.args[0]) if len(error.args) == 1 else str(error)
+    return f"{type(error).__name__}: {detail}"

@@ -10,11 +10,10 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka import codec
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -196,12 +195,6 @@ class Settings(BaseSettings):
             )
         if self.memory_hysteresis >= self.memory_high:
             raise ValueError("memory_hysteresis: must be below memory_high")
-        if not _CODEC_AVAILABLE[self.compression_type]():
-            codec_name = self.compression_type
-            raise ValueError(
-                f"compression_type: {codec_name} needs its library: "
-                f"pip install 'aiokafka[{codec_name}]'"
-            )
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms: must be at most a third of session_timeout_ms")
         sasl = self.uses_sasl
@@ -252,14 +245,6 @@ UNSET: dict[str, str] = {
     "stage_processes": "as many as the memory budget holds, measured at start, up to 2 with "
     "2+ CPUs, else 0",
     "memory_limit_mb": "the cgroup limit, else 1/4 of RAM",
-}
-
-_CODEC_AVAILABLE: dict[str, Callable[[], bool]] = {
-    "none": lambda: True,
-    "gzip": codec.has_gzip,
-    "snappy": codec.has_snappy,
-    "lz4": codec.has_lz4,
-    "zstd": codec.has_zstd,
 }
 
 

@@ -11,8 +11,11 @@
     ├── DeliveryFailedError        the broker did not acknowledge a write; nothing past it is
     │                              committed and the processor stops so a restart re-reads it
     ├── SpillError                 a spill segment could not be written or read
-    └── StageWorkerError           a stage worker process died; the processor stops (exit 1)
-                                   and a restart re-reads everything not yet committed
+    ├── StageWorkerError           a stage worker process died; the processor stops (exit 1)
+    │                              and a restart re-reads everything not yet committed
+    └── UndecodableBatchError      a fetched record batch cannot be decoded (corrupt, CRC
+                                   mismatch, unknown codec); the processor stops (exit 1)
+                                   before it, since skipping it would lose its records
 
 A bad *record* is never an exception: it becomes a dead letter (see ``codec.DeadLetterCode``).
 """
@@ -50,3 +53,18 @@ class SpillError(ProcessorError):
 
 class StageWorkerError(ProcessorError):
     """A worker process of the spatial stage died or could not start."""
+
+
+class UndecodableBatchError(ProcessorError):
+    """A record batch of the input cannot be decoded; it names where, so an operator can
+    inspect it (a restart fails on it again until it is repaired or deliberately skipped)."""
+
+    def __init__(self, topic: str, partition: int, offset: int, cause: str) -> None:
+        super().__init__(
+            f"cannot decode the record batch of topic {topic} partition {partition} "
+            f"at offset {offset}: {cause}"
+        )
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.cause = cause

@@ -33,7 +33,12 @@ from processor.buffer import Chunk, RecordBuffer
 from processor.clients import fetch_bytes, make_consumer, make_producer
 from processor.commits import Committer
 from processor.config import Settings
-from processor.errors import ConfigError, DeliveryFailedError, SpillError
+from processor.errors import (
+    ConfigError,
+    DeliveryFailedError,
+    SpillError,
+    UndecodableBatchError,
+)
 from processor.flow import FlowController, FlowLimits, FlowSnapshot, PauseReason
 from processor.lifecycle import unless_stopped
 from processor.memory import MIB, MemoryProbe, find_cgroup
@@ -363,7 +368,11 @@ class Processor:
         # spill could not take the overflow, no more than memory can hold: the rest waits in
         # the client (within the budgeted fetch size) instead of a hand-back and a re-fetch.
         limit = None if self._spill_open() else max(1, self.flow.room(self._snapshot()))
-        fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=limit)
+        try:
+            fetched = await self._consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=limit)
+        except UndecodableBatchError as exc:  # one line, no traceback; never skipped
+            self._fail(exc)
+            return
         setups = {tp: self._trackers.get(tp) for tp in fetched}  # before any await
         counts = {tp: len(records) for tp, records in fetched.items()}
         allowed = self.flow.memory_split(counts, self._snapshot())

@@ -6,9 +6,11 @@ import fnmatch
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
 SPILL_DIR = "/var/lib/processor/spill"
@@ -89,6 +91,18 @@ def test_multi_stage_build_on_python_311_slim() -> None:
     assert "python -m venv /opt/venv" in build
     copies = values(final, "COPY")
     assert copies == ["--from=builder /opt/venv /opt/venv"], "only the venv reaches the image"
+
+
+def test_the_image_gets_every_kafka_codec() -> None:
+    # Producers choose the compression: the image must decode snappy, lz4 and zstd too.
+    # aiokafka's extras bring cramjam; the builder installs the wheel with its dependencies.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (aiokafka,) = [r for r in map(Requirement, project["dependencies"]) if r.name == "aiokafka"]
+    assert {"snappy", "lz4", "zstd"} <= aiokafka.extras
+    build = " && ".join(values(stages()[0], "RUN"))
+    (install,) = [step for step in build.split("&&") if "/opt/venv/bin/pip install" in step]
+    assert "${wheel}" in install
+    assert "--no-deps" not in install
 
 
 def test_final_stage_has_no_build_tools_or_sources() -> None:

@@ -101,7 +101,7 @@ async def test_outputs_of_a_partition_keep_input_order(
         assert offsets == sorted(offsets)
 
 
-@pytest.mark.parametrize("compression", ["gzip"])
+@pytest.mark.parametrize("compression", ["gzip", "snappy", "lz4", "zstd"])
 async def test_compressed_outputs_read_back_whole(
     bootstrap: str, topics: Topics, tmp_path: Path, compression: str
 ) -> None:
