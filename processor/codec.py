@@ -1,4 +1,4 @@
-"""Bytes to columns and back: the record contracts of DESIGN.md, without any geometry.
+"""Bytes to columns and back: the record contracts (README, docs/design.md), no geometry.
 
 Valid records take a fast path entirely inside msgspec (decode, then ``convert`` to a typed
 view); only a record that fails it is classified field by field to find the precise reason.

@@ -66,8 +66,14 @@ def _behind(ahead: PartitionValues, committed: PartitionValues) -> dict[tuple[st
     return {tp: max(0, offset - committed[tp]) for tp, offset in ahead.items() if tp in committed}
 
 
-def observe(meter: Meter, stats: Stats, clock: Callable[[], float] = time.monotonic) -> None:
-    """Register every observable instrument of the processor on ``meter``, reading ``stats``."""
+def observe(
+    meter: Meter, stats: Stats, spill_capacity: int, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Register every observable instrument of the processor on ``meter``, reading ``stats``.
+
+    ``spill_capacity`` is the configured spill bound, served so that alerts and dashboards
+    can judge how full the spill is without knowing the deployment's settings.
+    """
     reasons = [reason.value for reason in PauseReason]
     codes = [code.value for code in DeadLetterCode]
     gauges: list[tuple[str, str, str, Callback]] = [
@@ -85,6 +91,8 @@ def observe(meter: Meter, stats: Stats, clock: Callable[[], float] = time.monoto
          _value(lambda: stats.spill_records)),
         ("processor.spill.size", "By", "Bytes of spill segments on disk",
          _value(lambda: stats.spill_bytes)),
+        ("processor.spill.capacity", "By", "Spill size bound (0: spilling off)",
+         _value(lambda: spill_capacity)),
         ("processor.memory.used", "By", "Memory in use (RSS or cgroup working set)",
          _value(lambda: stats.memory_used)),
         ("processor.memory.budget", "By", "Memory budget",

@@ -121,6 +121,7 @@ class Telemetry:
             shutdown_on_exit=False,
         )
         self._meter = self._meters.get_meter("processor")
+        self._spill_capacity = settings.spill_max_bytes
         self._latency = batch_latency(self._meter)
         self._traces: TracerProvider | None = None
         self._tracer: BatchTracer | None = None
@@ -153,7 +154,7 @@ class Telemetry:
 
     def watch(self, stats: Stats) -> None:
         """Expose ``stats`` through the observable instruments (call once per processor)."""
-        observe(self._meter, stats)
+        observe(self._meter, stats, self._spill_capacity)
 
     def begin(self, records: Sequence[RecordLike], partitions: Sequence[int]) -> BatchTrace:
         if self._tracer is None:

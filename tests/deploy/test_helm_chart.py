@@ -3,8 +3,8 @@
 Rendering and linting go through ``helm-python-sdk`` (Helm's Go SDK behind a C ABI; no helm
 binary, no cluster, no network). Every rendered object whose kind Kubernetes ships is
 validated in strict mode (unknown fields rejected) with the schemas that
-``kubernetes-validate`` bundles; custom resources (ServiceMonitor, KEDA) are checked field by
-field instead.
+``kubernetes-validate`` bundles; custom resources (ServiceMonitor, PrometheusRule, KEDA) are
+checked field by field instead.
 """
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ from kubernetes_validate.utils import ValidationError as KubernetesValidationErr
 
 from processor.config import Settings, env_name
 
-CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "geo-stream-processor"
+ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = ROOT / "helm" / "geo-stream-processor"
+ALERTS = ROOT / "docs" / "monitoring" / "alerts.yaml"
 RELEASE = "demo"
 NAMESPACE = "streams"
 FULLNAME = f"{RELEASE}-geo-stream-processor"
 # Oldest supported (Chart.yaml kubeVersion) and a recent release.
 KUBE_VERSIONS = ("1.27.0", "1.33.0")
-CUSTOM_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 # libyaml's loader when pyyaml has it: parsing dominates the run time otherwise.
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SELECTOR = {
@@ -80,6 +82,9 @@ SCENARIOS: dict[str, dict[str, Any] | None] = {
     "servicemonitor-otel": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
         "otel": {"enabled": True, "resourceAttributes": {"deployment.environment": "prod"}},
+    },
+    "prometheusrule": {
+        "metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}}
     },
     "no-persistence-minimal": {
         "spill": {"persistence": {"enabled": False}},
@@ -595,6 +600,26 @@ def test_metrics_service_and_service_monitor(chart: helm.Chart) -> None:
     assert port["name"] == endpoint["port"]
     assert port["targetPort"] == "http"
     assert {p["name"] for p in container(objects)["ports"]} == {"http"}
+
+
+def test_prometheus_rule_is_optional_and_ships_the_documented_alerts(chart: helm.Chart) -> None:
+    assert not by_kind(render(chart), "PrometheusRule")
+    rule = one(render(chart, SCENARIOS["prometheusrule"]), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == FULLNAME
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    documented = yaml.safe_load(ALERTS.read_text())
+    assert rule["spec"] == documented
+    alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert len(alerts) == 7
+    # The templates never saw the rules: Prometheus' own {{ $labels }} survive rendering.
+    assert all("{{ $labels.instance }}" in r["annotations"]["summary"]
+               for group in rule["spec"]["groups"] for r in group["rules"])  # fmt: skip
+
+
+def test_the_charts_rules_file_is_the_documented_one() -> None:
+    """The chart can only read files inside itself, so it carries a copy: kept identical."""
+    assert (CHART_DIR / "files" / "alerts.yaml").read_bytes() == ALERTS.read_bytes()
 
 
 def test_service_account(chart: helm.Chart) -> None:

@@ -1,4 +1,4 @@
-"""processor.codec: bytes to columns and back, against the contracts of DESIGN.md."""
+"""processor.codec: bytes to columns and back, against the README's record contracts."""
 
 from __future__ import annotations
 
