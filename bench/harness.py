@@ -42,6 +42,7 @@ SCENARIOS = (
     "raw_batch",
     "naive",
     "processor",
+    "commit_1s",
     "budget_256",
     "budget_512",
     "scale",
@@ -90,6 +91,8 @@ def plan(name: str, options: Options) -> Plan:
     overrides = dict(options.settings)
     if name == "processor":
         return Plan("processor", settings=overrides)
+    if name == "commit_1s":  # the commit timer of earlier versions: what following acks costs
+        return Plan("processor", settings={**overrides, "commit_interval_s": "1.0"})
     if name in BUDGETS:
         return Plan("processor", settings={**overrides, "memory_limit_mb": str(BUDGETS[name])})
     if name == "scale":

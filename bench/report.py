@@ -8,7 +8,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-LABELS = {"scale": "scale (2 procs)", "budget_256": "256 MiB", "budget_512": "512 MiB"}
+LABELS = {
+    "commit_1s": "1 s commits",
+    "scale": "scale (2 procs)",
+    "budget_256": "256 MiB",
+    "budget_512": "512 MiB",
+}
 RATIOS = (("processor", "raw_batch"), ("processor", "raw"), ("processor", "naive"))
 
 
@@ -69,6 +74,7 @@ def ratios(summary: dict[str, Any]) -> dict[str, float]:
     pairs = [
         *RATIOS,
         ("scale", "processor"),
+        ("processor", "commit_1s"),
         ("budget_256", "processor"),
         ("budget_512", "processor"),
         ("geofence", "raw"),
@@ -131,7 +137,7 @@ def chart(summary: dict[str, Any], found: dict[str, float], path: Path, title: s
     low = [summary[n]["rate"] - summary[n]["rate_min"] for n in names]
     high = [summary[n]["rate_max"] - summary[n]["rate"] for n in names]
     rss = [summary[n]["peak_rss_mb"] for n in names]
-    ours = ("processor", "budget_256", "budget_512", "scale", "burst")
+    ours = ("processor", "commit_1s", "budget_256", "budget_512", "scale", "burst")
     colors = ["tab:orange" if n in ours else "tab:gray" for n in names]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), width_ratios=(3, 2))
     left.bar(labels, rates, yerr=[low, high], capsize=4, color=colors)
