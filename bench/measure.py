@@ -4,7 +4,7 @@ A run's rate is the records done inside a window divided by the window's length.
 window starts at the **first record done** (so interpreter start-up, client start and the
 group join are excluded) and ends when **every record is done**. For the raw and naive
 loops "done" means committed, so the window is exactly first commit to last commit. The
-processor commits on a timer (``commit_interval_s``, 1 s by default); its "done" is the
+processor commits at most every ``commit_interval_s`` (0.1 s by default); its "done" is the
 moment a record was acknowledged (sampled every 5 ms), which is what a commit at that
 instant would certify. Starting at its first *commit* instead would skip its first second,
 which at 200,000 records is most of the run, and the part where it still fetches. Samples
