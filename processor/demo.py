@@ -34,6 +34,7 @@ from processor.pipeline import Processor
 from processor.publisher import Publisher
 from processor.scenario import Scenario, SensorNetwork
 from processor.service import exposed
+from processor.story import story
 from processor.telemetry import Telemetry
 
 if importlib.util.find_spec("matplotlib") is None:  # imported only to draw, at the end
@@ -182,6 +183,7 @@ def _summary(run: _Run, scenario: Scenario) -> dict[str, Any]:
         "dead_lettered_by_code": dict(sorted(last.dead_lettered.items())),
         "accounted": last.finished == last.produced,
         "interrupted": run.interrupted,
+        "story": story(run.history, scenario.hot_partitions),
     }
 
 
@@ -210,6 +212,9 @@ def _print_summary(summary: dict[str, Any], where: Path, picture: Path) -> None:
     print(f"\nsummary after {summary['duration_s']} s{note}, also in {where}")
     for label, value in rows:
         print(f"  {label:<32} {value}")
+    print("what happened:")
+    for line in summary["story"]:
+        print(f"  - {line}")
 
 
 async def run_demo(options: DemoOptions) -> int:
