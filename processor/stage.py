@@ -23,9 +23,8 @@ from processor.codec import (
     RecordLike,
     Where,
     decode_batch,
-    encode_dead_letter,
-    encode_points,
 )
+from processor.encode import encode_dead_letter, encode_points
 from processor.geofence import Geofences
 from processor.spatial import Projection, Reprojector
 

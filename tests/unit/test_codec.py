@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from processor.codec import (
-    CUT_PAYLOAD_KEPT_BYTES,
     Columns,
     DeadLetterCode,
     Rejection,
     decode_batch,
+)
+from processor.encode import (
+    CUT_PAYLOAD_KEPT_BYTES,
     encode_dead_letter,
     encode_point,
     encode_points,
