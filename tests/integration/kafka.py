@@ -22,6 +22,7 @@ from processor.broker import FAST_GROUP, create_topics
 from processor.config import Settings
 
 DEADLINE_S = 120.0
+POLL_S = 0.02  # how often a synchronous wait looks again
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,17 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
             await writer.wait_closed()
     head, _, body = response.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def poll_until(condition: Callable[[], bool], deadline_s: float = DEADLINE_S) -> bool:
+    """Check ``condition`` every ``POLL_S`` until it holds (True) or the deadline passes
+    (False): the synchronous twin of :func:`wait_for`, for tests that drive subprocesses."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(POLL_S)
+    return True
 
 
 class ProcessorProcess:

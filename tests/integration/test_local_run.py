@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import psutil
 import pytest
 
 from processor.broker import EmbeddedBroker, free_port
-from tests.integration.kafka import Topics, read_all
+from tests.integration.kafka import Topics, poll_until, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +49,9 @@ class Command:
         return self.err_path.read_text()
 
     def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        end = time.monotonic() + DEADLINE_S
-        while not condition():
-            if self.process.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"never saw {what}; out:\n{self.out()}\nerr:\n{self.err()}")
-            time.sleep(0.02)
+        poll_until(lambda: condition() or self.process.poll() is not None, DEADLINE_S)
+        if not condition():
+            raise AssertionError(f"never saw {what}; out:\n{self.out()}\nerr:\n{self.err()}")
 
     def stop(self) -> None:
         """Ctrl-C, then SIGKILL for this and its children (a broker's Tansu has its own

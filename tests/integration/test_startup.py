@@ -20,7 +20,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.broker import EmbeddedBroker, free_port
-from tests.integration.kafka import Topics, env_for, settings_for
+from tests.integration.kafka import Topics, env_for, poll_until, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,18 +64,20 @@ class Run:
                 continue
 
     def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        end = time.monotonic() + DEADLINE_S
-        while not condition():
+        def seen() -> bool:
             self.watch()
-            if self.process.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"never saw {what}; output:\n{self.output()}")
-            time.sleep(0.02)
+            return condition() or self.process.poll() is not None
+
+        poll_until(seen, DEADLINE_S)
+        if not condition():
+            raise AssertionError(f"never saw {what}; output:\n{self.output()}")
 
     def wait(self) -> int:
-        end = time.monotonic() + DEADLINE_S
-        while self.process.poll() is None and time.monotonic() < end:
+        def exited() -> bool:
             self.watch()
-            time.sleep(0.02)
+            return self.process.poll() is not None
+
+        poll_until(exited, DEADLINE_S)
         self.ended = time.monotonic()
         if self.process.poll() is None:
             self.process.kill()
