@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.harness import SCENARIOS, Options, run_all
 from bench.profile import top_costs
 from bench.report import write
-from processor.batches import CODECS
+from processor.kafka.batches import CODECS
 
 
 def _scenarios(text: str) -> tuple[str, ...]:

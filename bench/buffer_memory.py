@@ -19,10 +19,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from processor.broker import FAST_GROUP, EmbeddedBroker, create_topics
 from processor.config import Settings
-from processor.pipeline import Processor
-from processor.samples import readings
+from processor.core.pipeline import Processor
+from processor.kafka.admin import create_topics
+from processor.tools.embedded_broker import FAST_GROUP, EmbeddedBroker
+from processor.tools.synthetic import readings
 
 
 async def held(bootstrap: str, buffer: int, spill: Path) -> tuple[int, int]:

@@ -33,8 +33,9 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench.measure import window
 from bench.worker import MIB, Spec
-from processor.broker import FAST_GROUP, EmbeddedBroker, create_topics
-from processor.samples import REGIONS, readings
+from processor.kafka.admin import create_topics
+from processor.tools.embedded_broker import FAST_GROUP, EmbeddedBroker
+from processor.tools.synthetic import REGIONS, readings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = (

@@ -17,10 +17,10 @@ from typing import Any
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from opentelemetry.sdk.trace import SpanProcessor
 
-from processor.batches import BatchSpec, KeyPartitioner, encode_batches
 from processor.config import Settings
-from processor.samples import readings
-from processor.telemetry import Telemetry
+from processor.kafka.batches import BatchSpec, KeyPartitioner, encode_batches
+from processor.telemetry.otel import Telemetry
+from processor.tools.synthetic import readings
 
 BATCH = 2_000
 _HEADERS: dict[str, Callable[[int], list[tuple[str, bytes]]]] = {

@@ -36,8 +36,8 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from processor.broker import FAST_GROUP
 from processor.config import Settings
+from processor.tools.embedded_broker import FAST_GROUP
 
 MIB = 1024 * 1024
 FETCH_TIMEOUT_MS = 100
@@ -318,7 +318,7 @@ def telemetry_for(settings: Any) -> tuple[Any, str]:
     try:
         from opentelemetry.sdk.trace import SpanProcessor
 
-        from processor.telemetry import Telemetry
+        from processor.telemetry.otel import Telemetry
     except ImportError as exc:
         return None, f"off: {exc}"
     telemetry = Telemetry(settings, span_processors=[SpanProcessor()])
@@ -345,7 +345,7 @@ class PauseProbe(logging.Handler):
         self._crossed: float | None = None
         self.crossings = 0
         self.latencies: list[float] = []
-        logging.getLogger("processor.pipeline").addHandler(self)
+        logging.getLogger("processor.core.pipeline").addHandler(self)
 
     def _timed_put(self, chunk: Any) -> None:
         before = self._buffer.buffered
@@ -370,8 +370,8 @@ class PauseProbe(logging.Handler):
 async def run_processor(spec: Spec, progress: Progress, stop: asyncio.Event) -> dict[str, Any]:
     """``processor run``: settings from the PROCESSOR_* environment the harness set."""
     from processor.config import load_settings
-    from processor.logs import setup_logging
-    from processor.pipeline import Processor
+    from processor.core.pipeline import Processor
+    from processor.telemetry.logs import setup_logging
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_format)

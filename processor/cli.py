@@ -184,7 +184,7 @@ def _at_least(low: float, kind: type[int] | type[float]) -> Callable[[str], floa
 
 def _demo(args: argparse.Namespace) -> int:
     try:
-        from processor.demo import DemoOptions, run_demo  # noqa: PLC0415 - only with the extra
+        from processor.demo.app import DemoOptions, run_demo  # noqa: PLC0415 - only with the extra
     except ModuleNotFoundError as exc:
         raise ProcessorError(
             f"the demo needs the 'demo' extra ({exc.name} is missing): "
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             early.release()
             if early.asked:
                 return 130
-            from processor.logs import setup_logging  # noqa: PLC0415 - see the docstring
+            from processor.telemetry.logs import setup_logging  # noqa: PLC0415 - see the docstring
 
             setup_logging("WARNING", "text")
             return _demo(args)
@@ -251,7 +251,7 @@ def _serve(args: argparse.Namespace, early: _EarlyStop) -> int:
     # The heavy imports, now that a signal only asks for a stop:
     from processor.config import resolve_settings, unknown_variables  # noqa: PLC0415
     from processor.flags import flag_overrides  # noqa: PLC0415
-    from processor.logs import setup_logging  # noqa: PLC0415
+    from processor.telemetry.logs import setup_logging  # noqa: PLC0415
 
     for warning in unknown_variables(os.environ):
         print(f"processor: warning: {warning}", file=sys.stderr)
@@ -263,7 +263,7 @@ def _serve(args: argparse.Namespace, early: _EarlyStop) -> int:
         return 0
     setup_logging(settings.log_level, settings.log_format)
     if args.command == "broker":
-        from processor.local_broker import serve_broker  # noqa: PLC0415
+        from processor.tools.local_broker import serve_broker  # noqa: PLC0415
 
         return asyncio.run(
             serve_broker(
@@ -275,7 +275,7 @@ def _serve(args: argparse.Namespace, early: _EarlyStop) -> int:
             )
         )
     if args.command == "sample":
-        from processor.sample import Pace, publish_samples  # noqa: PLC0415
+        from processor.tools.sample import Pace, publish_samples  # noqa: PLC0415
 
         pace = Pace(args.rate, args.sensors, args.count, args.invalid_ratio)
         return asyncio.run(publish_samples(settings, early.hand_over, pace))

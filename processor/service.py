@@ -7,10 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from processor.config import Settings
-from processor.endpoints import Endpoints, Health
+from processor.core.pipeline import Processor
 from processor.errors import ConfigError
-from processor.pipeline import Processor
-from processor.telemetry import Telemetry
+from processor.telemetry.endpoints import Endpoints, Health
+from processor.telemetry.otel import Telemetry
 
 
 async def serve(settings: Settings, install_signals: Callable[[Callable[[], None]], None]) -> int:

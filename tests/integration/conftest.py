@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from processor.broker import EmbeddedBroker
+from processor.tools.embedded_broker import EmbeddedBroker
 from tests.integration.kafka import Topics
 
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from processor.broker import FAST_GROUP, create_topics
 from processor.config import Settings
+from processor.kafka.admin import create_topics
+from processor.tools.embedded_broker import FAST_GROUP
 
 DEADLINE_S = 120.0
 POLL_S = 0.02  # how often a synchronous wait looks again

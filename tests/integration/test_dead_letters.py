@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from processor.pipeline import Processor
+from processor.core.pipeline import Processor
 from tests.integration.kafka import Topics, produce, read_all, settings_for, wait_for
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from pyproj import Transformer
 
-from processor.pipeline import Processor
-from processor.samples import readings
+from processor.core.pipeline import Processor
+from processor.tools.synthetic import readings
 from tests.integration.kafka import (
     Topics,
     produce,

@@ -18,12 +18,12 @@ from typing import Any
 import psutil
 import pytest
 
-from processor.budget import floor
 from processor.config import Settings
-from processor.memory import MIB, MemoryProbe
-from processor.pipeline import Processor
-from processor.samples import readings
-from processor.workers import room_at
+from processor.core.memory import MIB, MemoryProbe
+from processor.core.pipeline import Processor
+from processor.tools.synthetic import readings
+from processor.workers.budget import floor
+from processor.workers.runner import room_at
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,
@@ -105,7 +105,7 @@ async def test_a_budget_just_above_the_floor_holds_the_processor_and_its_workers
     try:
         await wait_committed_at_end(bootstrap, topics, deadline_s=300)
         processor = psutil.Process(member.process.pid)
-        workers = [c for c in processor.children() if "processor.stage_worker" in c.cmdline()]
+        workers = [c for c in processor.children() if "processor.workers.worker" in c.cmdline()]
         peaks = [_peak_rss(process.pid) for process in (processor, *workers)]
         member.signal(signal.SIGTERM)
         assert await member.wait() == 0

@@ -16,8 +16,8 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from processor.pipeline import Processor
-from processor.samples import REGIONS, readings
+from processor.core.pipeline import Processor
+from processor.tools.synthetic import REGIONS, readings
 from tests.integration.kafka import Topics, produce, read_all, settings_for, wait_for
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 from confluent_kafka import Producer
 
-from processor.batches import (
+from processor.kafka.batches import (
     CODECS,
     BatchSpec,
     EncodedBatch,
@@ -27,8 +27,8 @@ from processor.batches import (
     PrebuiltBatch,
     encode_batches,
 )
-from processor.broker import EmbeddedBroker
-from processor.samples import readings
+from processor.tools.embedded_broker import EmbeddedBroker
+from processor.tools.synthetic import readings
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,

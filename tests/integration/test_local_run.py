@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from processor.broker import EmbeddedBroker, free_port
+from processor.tools.embedded_broker import EmbeddedBroker, free_port
 from tests.integration.kafka import Topics, poll_until, read_all
 
 pytestmark = pytest.mark.integration

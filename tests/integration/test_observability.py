@@ -19,12 +19,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from processor.broker import free_port
-from processor.logs import JsonFormatter
-from processor.pipeline import Processor
-from processor.samples import readings
+from processor.core.pipeline import Processor
 from processor.service import exposed
-from processor.telemetry import Telemetry
+from processor.telemetry.logs import JsonFormatter
+from processor.telemetry.otel import Telemetry
+from processor.tools.embedded_broker import free_port
+from processor.tools.synthetic import readings
 from tests.integration.kafka import (
     Topics,
     env_for,

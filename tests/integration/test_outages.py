@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from processor.broker import EmbeddedBroker, free_port
-from processor.probe import broker_probe
-from processor.samples import readings
+from processor.kafka.probe import broker_probe
+from processor.tools.embedded_broker import EmbeddedBroker, free_port
+from processor.tools.synthetic import readings
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from processor.samples import readings
+from processor.tools.synthetic import readings
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from processor.broker import free_port
-from processor.samples import readings
+from processor.tools.embedded_broker import free_port
+from processor.tools.synthetic import readings
 from tests.integration.kafka import ProcessorProcess, Topics, produce, settings_for, wait_for
 from tests.monitoring import ALERTS, binary, dashboard_exprs, used_metrics, with_variables
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from processor.broker import EmbeddedBroker, free_port
+from processor.tools.embedded_broker import EmbeddedBroker, free_port
 from tests.integration.kafka import Topics, env_for, poll_until, settings_for
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ class Run:
             return
         for child in children:
             try:
-                if "processor.stage_worker" in child.cmdline():
+                if "processor.workers.worker" in child.cmdline():
                     self.workers.setdefault(child.pid, child)
             except psutil.Error:
                 continue

@@ -11,9 +11,9 @@ from typing import Any
 import msgspec
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from processor.batches import BatchSpec, EncodedBatch
-from processor.codec import Headers
-from processor.stage import Outgoing, SpatialStage, StageInput, StageJob, StageResult, finish
+from processor.geo.stage import Outgoing, SpatialStage, StageInput, StageJob, StageResult, finish
+from processor.kafka.batches import BatchSpec, EncodedBatch
+from processor.messages.codec import Headers
 
 _encoder = msgspec.json.Encoder()
 #: One output partition, so decoded points keep the input order.

@@ -7,8 +7,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from processor.batches import CODECS, BatchSpec, KeyPartitioner, PrebuiltBatch, encode_batches
-from processor.codec import Headers
+from processor.kafka.batches import CODECS, BatchSpec, KeyPartitioner, PrebuiltBatch, encode_batches
+from processor.messages.codec import Headers
 
 from .records import messages
 

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from processor.broker_watch import BrokerWatch
-from processor.stats import Stats
+from processor.core.stats import Stats
+from processor.kafka.broker_watch import BrokerWatch
 
 WHERE = {"bootstrap_servers": "kafka:9092", "group": "g"}
 

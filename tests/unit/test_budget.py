@@ -7,7 +7,8 @@ from functools import partial
 
 import pytest
 
-from processor.budget import (
+from processor.config import Settings
+from processor.workers.budget import (
     BURST_BYTES,
     MIB,
     WORKER_WORK_BYTES,
@@ -16,8 +17,7 @@ from processor.budget import (
     wanted_workers,
     workers_that_fit,
 )
-from processor.config import Settings
-from processor.workers import room_at
+from processor.workers.runner import room_at
 
 MAIN = 79 * MIB  # `processor run` after start-up, measured on the development machine
 WORKER = 61 * MIB  # a stage worker after its warm-up, same machine

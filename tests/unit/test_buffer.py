@@ -6,8 +6,8 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 
-from processor.buffer import Chunk, RecordBuffer
-from processor.offsets import OffsetTracker
+from processor.core.buffer import Chunk, RecordBuffer
+from processor.core.offsets import OffsetTracker
 
 from .records import Record
 

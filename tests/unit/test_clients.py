@@ -16,11 +16,11 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from processor.bare_records import bare_value, use_bare_records
-from processor.batches import CODECS
-from processor.clients import make_consumer
 from processor.config import Settings
 from processor.errors import UndecodableBatchError
+from processor.kafka.bare_records import bare_value, use_bare_records
+from processor.kafka.batches import CODECS
+from processor.kafka.clients import make_consumer
 
 TP = TopicPartition("sensor.readings", 3)
 

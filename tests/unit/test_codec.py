@@ -12,19 +12,19 @@ import msgspec
 import numpy as np
 import pytest
 
-from processor.codec import (
+from processor.messages.codec import (
     Columns,
     DeadLetterCode,
     Rejection,
     decode_batch,
 )
-from processor.encode import (
+from processor.messages.encode import (
     CUT_PAYLOAD_KEPT_BYTES,
     encode_dead_letter,
     encode_point,
     encode_points,
 )
-from processor.samples import BAD_INPUTS
+from processor.tools.synthetic import BAD_INPUTS
 
 from .records import reading, record
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
-from processor.commits import Committer
-from processor.offsets import OffsetTracker
-from processor.stats import Stats
+from processor.core.commits import Committer
+from processor.core.offsets import OffsetTracker
+from processor.core.stats import Stats
 from tests.unit.fake_consumer import FakeConsumer
 
 A = TopicPartition("in", 0)

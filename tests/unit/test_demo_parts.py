@@ -8,10 +8,10 @@ from pathlib import Path
 from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
 
-from processor.live import Sample, plain_line, rate_series, rates, render
-from processor.plot import plot
-from processor.samples import REGIONS
-from processor.scenario import Scenario
+from processor.demo.live import Sample, plain_line, rate_series, rates, render
+from processor.demo.plot import plot
+from processor.demo.scenario import Scenario
+from processor.tools.synthetic import REGIONS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from processor.endpoints import Endpoints, Health
-from processor.stats import Stats
+from processor.core.stats import Stats
+from processor.telemetry.endpoints import Endpoints, Health
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.flow import FlowController, FlowLimits, FlowSnapshot, PauseReason
+from processor.core.flow import FlowController, FlowLimits, FlowSnapshot, PauseReason
 
 B = PauseReason.BUFFER
 M = PauseReason.MEMORY

@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
 
-from processor.codec import DeadLetterCode
 from processor.errors import ConfigError
-from processor.geofence import Geofences
-from processor.spatial import Reprojector
-from processor.stage import ERROR_HEADER, SpatialStage
+from processor.geo.geofence import Geofences
+from processor.geo.spatial import Reprojector
+from processor.geo.stage import ERROR_HEADER, SpatialStage
+from processor.messages.codec import DeadLetterCode
 
 from .records import Record, process, reading, record
 

@@ -13,8 +13,8 @@ RUN_PATH = """
 import sys
 from processor.cli import main
 from processor.config import Settings
-from processor.pipeline import Processor
-from processor.telemetry import Telemetry
+from processor.core.pipeline import Processor
+from processor.telemetry.otel import Telemetry
 
 settings = Settings(http_port=0, spill_dir=sys.argv[1])
 Processor(settings, observer=Telemetry.from_env(settings))
@@ -34,7 +34,7 @@ def test_the_run_path_imports_no_optional_library(tmp_path: Path) -> None:
         check=True,
     )
     modules = set(done.stdout.split())
-    assert "processor.pipeline" in modules
+    assert "processor.core.pipeline" in modules
     loaded = [m for m in modules if any(m == o or m.startswith(o + ".") for o in OPTIONAL)]
     assert loaded == []
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from processor.lifecycle import all_or_none, unless_stopped
+from processor.core.lifecycle import all_or_none, unless_stopped
 
 
 class Step:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from processor.memory import MIB, CgroupFiles, MemoryProbe, find_cgroup
+from processor.core.memory import MIB, CgroupFiles, MemoryProbe, find_cgroup
 
 V2_STAT = "anon 1000\nfile 5000\nactive_file 1000\ninactive_file 4000\nshmem 0\n"
 V1_STAT = "cache 5000\nrss 1000\ninactive_file 99\ntotal_inactive_file 3000\n"

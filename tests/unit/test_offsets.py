@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.offsets import OffsetTracker
+from processor.core.offsets import OffsetTracker
 
 Range = tuple[int, int]
 

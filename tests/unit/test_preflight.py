@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from processor.broker import free_port
 from processor.config import Settings
 from processor.errors import BrokerUnavailableError, TlsHandshakeError
-from processor.preflight import check_cluster
+from processor.kafka.preflight import check_cluster
+from processor.tools.embedded_broker import free_port
 
 
 @asynccontextmanager

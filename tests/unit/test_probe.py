@@ -12,7 +12,7 @@ import logging
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from processor.probe import broker_probe
+from processor.kafka.probe import broker_probe
 
 
 class Client:

@@ -13,9 +13,9 @@ import pytest
 from aiokafka import TopicPartition
 
 from processor.config import Settings
-from processor.memory import MemoryProbe
-from processor.pipeline import Processor
-from processor.spill import SpillStore
+from processor.core.memory import MemoryProbe
+from processor.core.pipeline import Processor
+from processor.core.spill import SpillStore
 from tests.unit.fake_consumer import FakeConsumer, run
 
 A = TopicPartition("in", 0)

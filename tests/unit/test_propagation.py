@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from processor.observer import Unobserved
-from processor.propagation import parse_traceparent, passed_on, propagate, upstreams
-from processor.spatial import Reprojector
-from processor.stage import ERROR_HEADER, SpatialStage
+from processor.core.observer import Unobserved
+from processor.geo.spatial import Reprojector
+from processor.geo.stage import ERROR_HEADER, SpatialStage
+from processor.messages.propagation import parse_traceparent, passed_on, propagate, upstreams
 
 from .records import process, reading, record
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from processor.batches import EncodedBatch
-from processor.publisher import Publisher
+from processor.kafka.batches import EncodedBatch
+from processor.kafka.publisher import Publisher
 
 
 class RecordingProducer:

@@ -14,10 +14,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from pyproj import Transformer
 
-import processor.spatial
-from processor.codec import DeadLetterCode
-from processor.spatial import Reprojector
-from processor.stage import SpatialStage
+import processor.geo.spatial
+from processor.geo.spatial import Reprojector
+from processor.geo.stage import SpatialStage
+from processor.messages.codec import DeadLetterCode
 
 from .records import Processed, Record, process, reading, record
 
@@ -252,7 +252,7 @@ def test_transformers_are_cached_and_each_crs_is_one_call(monkeypatch: pytest.Mo
         built.append(name)
         return _Counting(real(source, target, **kwargs), name, calls)
 
-    monkeypatch.setattr(processor.spatial.Transformer, "from_crs", staticmethod(from_crs))
+    monkeypatch.setattr(processor.geo.spatial.Transformer, "from_crs", staticmethod(from_crs))
     subject = SpatialStage(reprojector, MAX_BYTES)
     first = reprojector._from_source("EPSG:32632")
     assert first is not None

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
 
-from processor.codec import DeadLetterCode
 from processor.errors import ConfigError
-from processor.spatial import Projection, Reprojector
+from processor.geo.spatial import Projection, Reprojector
+from processor.messages.codec import DeadLetterCode
 
 WEB_MERCATOR = Reprojector("EPSG:3857")
 DIRECT = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)

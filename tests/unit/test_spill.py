@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from processor.core.spill import SpillPiece, SpillStore
 from processor.errors import SpillError
-from processor.spill import SpillPiece, SpillStore
 
 from .records import Record, reading
 
@@ -19,7 +19,7 @@ BIG = 1 << 40  # effectively unbounded
 
 @pytest.fixture(autouse=True)
 def _quiet_spill_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="processor.spill")
+    caplog.set_level(logging.ERROR, logger="processor.core.spill")
 
 
 def rec(offset: int, partition: int = 0, *, value: bytes | None = None, **kw: object) -> Record:

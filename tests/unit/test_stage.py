@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from processor.samples import BAD_INPUTS, readings
-from processor.spatial import Reprojector
-from processor.stage import ERROR_HEADER, SpatialStage
+from processor.geo.spatial import Reprojector
+from processor.geo.stage import ERROR_HEADER, SpatialStage
+from processor.tools.synthetic import BAD_INPUTS, readings
 
 from .records import Record, process, reading, record
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from processor.live import Sample
-from processor.story import paused_seconds, story
+from processor.demo.live import Sample
+from processor.demo.story import paused_seconds, story
 
 
 def _sample(

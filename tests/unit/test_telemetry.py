@@ -14,10 +14,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from processor.config import Settings
+from processor.core.stats import Stats
 from processor.errors import ConfigError
-from processor.stage import StageResult
-from processor.stats import Stats
-from processor.telemetry import Telemetry, exporter_names, service_resource
+from processor.geo.stage import StageResult
+from processor.telemetry.otel import Telemetry, exporter_names, service_resource
 
 from .records import reading, record
 

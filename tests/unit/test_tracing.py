@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import NoOpTracer, SpanKind, StatusCode
 
-from processor.spatial import Reprojector
-from processor.stage import ERROR_HEADER, SpatialStage, StageResult
-from processor.tracing import BatchTracer
+from processor.geo.spatial import Reprojector
+from processor.geo.stage import ERROR_HEADER, SpatialStage, StageResult
+from processor.telemetry.tracing import BatchTracer
 
 from .records import process, reading, record
 

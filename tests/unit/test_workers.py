@@ -18,14 +18,14 @@ from typing import Any
 import psutil
 import pytest
 
-from processor.batches import BatchSpec
-from processor.budget import MIB, floor, wanted_workers
 from processor.config import Settings
+from processor.core.memory import MemoryProbe
 from processor.errors import ConfigError, StageWorkerError
-from processor.memory import MemoryProbe
-from processor.samples import readings
-from processor.stage import SpatialStage, StageDone, StageInput, StageJob
-from processor.workers import (
+from processor.geo.stage import SpatialStage, StageDone, StageInput, StageJob
+from processor.kafka.batches import BatchSpec
+from processor.tools.synthetic import readings
+from processor.workers.budget import MIB, floor, wanted_workers
+from processor.workers.runner import (
     ProcessRunner,
     StageRunner,
     ThreadRunner,
@@ -71,7 +71,7 @@ def stray_workers() -> list[psutil.Process]:
     return [
         child
         for child in psutil.Process().children()
-        if "processor.stage_worker" in child.cmdline()
+        if "processor.workers.worker" in child.cmdline()
     ]
 
 
@@ -168,7 +168,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
             """
             import asyncio, os, signal, sys
             from processor.config import Settings
-            from processor.workers import ProcessRunner
+            from processor.workers.runner import ProcessRunner
 
             async def main():
                 runner = ProcessRunner(Settings(), 2)
@@ -210,13 +210,13 @@ def test_a_runner_nobody_closed_does_not_hold_the_exit(tmp_path: Path) -> None:
             import asyncio
             import psutil
             from processor.config import Settings
-            from processor.workers import ProcessRunner
+            from processor.workers.runner import ProcessRunner
 
             async def main():
                 runner = ProcessRunner(Settings(), 2)
                 await runner.start()
                 for child in psutil.Process().children():
-                    if "processor.stage_worker" in " ".join(child.cmdline()):
+                    if "processor.workers.worker" in " ".join(child.cmdline()):
                         print(child.pid, flush=True)
                 print("ready", flush=True)  # and leave without closing the runner
 

@@ -1,0 +1,8 @@
+"""The stream engine: fetch, admit, buffer, spill, stage, acknowledge, commit, pause.
+
+Owns the delivery invariants (a record is done only when the broker acknowledged its output;
+commits never pass an unfinished offset; nothing fetched is dropped). Talks to Kafka and the
+stage through ports (:mod:`processor.core.ports`), so it may import only the standard library,
+numpy-free helpers, :mod:`processor.config`, :mod:`processor.errors` and
+:mod:`processor.messages`: never aiokafka, OpenTelemetry or another subpackage.
+"""

@@ -1,0 +1,154 @@
+"""The demo's sensor network: a few hundred sensors at a nominal rate, a wildfire-smoke burst
+on one region, then calm again.
+
+The burning region's sensor ids are chosen so that their keys land on a few partitions by
+murmur2, as any Kafka producer would place them, so a burst from one region is a burst on one
+or two partitions: exactly what per-partition pausing is for. Readings are paced in ticks
+against the clock and published through the batch API; ``acked`` counts only what the
+broker acknowledged, per partition, which on the demo's fresh topics are the end offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from processor.kafka.publisher import Publisher
+from processor.tools.synthetic import BAD_INPUTS, REGIONS, reading
+
+_TICK_S = 0.1
+_BAD = [payload for kind, (payload, _) in sorted(BAD_INPUTS.items()) if kind != "too_large"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """Rates over time: ``rate`` readings/s per sensor, ``burst`` times that on ``hot_region``."""
+
+    sensors: int
+    duration_s: float
+    partitions: int
+    rate: float = 2.0
+    burst: float = 20.0
+    hot_region: str = "sierra"
+    hot_partitions: tuple[int, ...] = (0, 1)
+    invalid_ratio: float = 0.01
+
+    @property
+    def nominal(self) -> float:
+        """Readings per second of the whole network outside the burst."""
+        return self.sensors * self.rate
+
+    def intensity(self, elapsed: float) -> float:
+        """Burst multiplier of the hot region: 1, ramps up, holds, ramps down, 1 again."""
+        x = elapsed / self.duration_s
+        top = self.burst - 1
+        if x < 0.15 or x >= 0.55:
+            return 1.0
+        if x < 0.25:
+            return 1 + top * (x - 0.15) / 0.10
+        if x < 0.45:
+            return self.burst
+        return 1 + top * (0.55 - x) / 0.10
+
+    def full_burst(self) -> tuple[float, float]:
+        """Seconds between which the burst is at full strength."""
+        return 0.25 * self.duration_s, 0.45 * self.duration_s
+
+    def phase(self, elapsed: float) -> str:
+        if elapsed >= self.duration_s:
+            return "draining"
+        intensity = self.intensity(elapsed)
+        if intensity >= self.burst:
+            return f"smoke burst x{self.burst:g} ({self.hot_region})"
+        if intensity > 1:
+            return "burst building" if elapsed / self.duration_s < 0.35 else "burst calming"
+        return "calm"
+
+    def network(self) -> dict[str, list[str]]:
+        """Sensor ids per region; the hot region's keys all land on ``hot_partitions``."""
+        regions = list(REGIONS)
+        counts = {name: self.sensors // len(regions) for name in regions}
+        counts[regions[0]] += self.sensors - sum(counts.values())
+        partitioner = DefaultPartitioner()
+        every = list(range(self.partitions))
+        ids: dict[str, list[str]] = {}
+        for name in regions:
+            chosen: list[str] = []
+            for i in range(1_000_000):
+                sensor = f"{name}-{i:05d}"
+                hot = partitioner(sensor.encode(), every, every) in self.hot_partitions
+                if name != self.hot_region or hot:
+                    chosen.append(sensor)
+                if len(chosen) == counts[name]:
+                    break
+            ids[name] = chosen
+        return ids
+
+
+@dataclass(slots=True)
+class SensorNetwork:
+    """Publishes the scenario's readings to ``topic`` until its duration ends or ``stop``."""
+
+    scenario: Scenario
+    publisher: Publisher
+    topic: str
+    acked: Counter[int] = field(default_factory=Counter)  # per partition
+    invalid: int = 0
+    _rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - synthetic
+    _partition: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def produced(self) -> int:
+        return sum(self.acked.values())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        network = self.scenario.network()
+        partitioner = DefaultPartitioner()
+        every = list(range(self.scenario.partitions))
+        for sensor in (s for ids in network.values() for s in ids):
+            self._partition[sensor] = partitioner(sensor.encode(), every, every)
+        owed = dict.fromkeys(network, 0.0)
+        turn = dict.fromkeys(network, 0)
+        started = time.monotonic()
+        ticks = 0
+        while not stop.is_set():
+            elapsed = time.monotonic() - started
+            if elapsed >= self.scenario.duration_s:
+                return
+            batch: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+            for region, sensors in network.items():
+                boost = (
+                    self.scenario.intensity(elapsed) if region == self.scenario.hot_region else 1
+                )
+                owed[region] += len(sensors) * self.scenario.rate * boost * _TICK_S
+                count, owed[region] = divmod(owed[region], 1.0)
+                batch.extend(
+                    (sensor.encode(), self._reading(sensor), [])
+                    for sensor in self._pick(sensors, turn, region, int(count))
+                )
+            futures = await self.publisher.publish(self.topic, batch)
+            await asyncio.gather(*futures)
+            self.acked.update(self._partition[key.decode()] for key, _, _ in batch if key)
+            ticks += 1
+            ahead = started + ticks * _TICK_S - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    @staticmethod
+    def _pick(sensors: list[str], turn: dict[str, int], region: str, count: int) -> Iterator[str]:
+        for _ in range(count):
+            yield sensors[turn[region] % len(sensors)]
+            turn[region] += 1
+
+    def _reading(self, sensor: str) -> bytes:
+        if self._rng.random() < self.scenario.invalid_ratio:
+            self.invalid += 1
+            return self._rng.choice(_BAD)
+        return reading(sensor, datetime.now(UTC), self._rng)

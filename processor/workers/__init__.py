@@ -1,0 +1,4 @@
+"""Where the spatial stage runs: lean worker processes (as many as the memory budget
+holds) or a thread. Chains the geo stage with Kafka framing; imports geo, messages and
+:mod:`processor.kafka.batches`, nothing of the engine or telemetry.
+"""
