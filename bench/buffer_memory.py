@@ -20,10 +20,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from processor.config import Settings
-from processor.core.pipeline import Processor
 from processor.kafka.admin import create_topics
 from processor.tools.embedded_broker import FAST_GROUP, EmbeddedBroker
 from processor.tools.synthetic import readings
+from processor.wiring import kafka_processor
 
 
 async def held(bootstrap: str, buffer: int, spill: Path) -> tuple[int, int]:
@@ -44,7 +44,7 @@ async def held(bootstrap: str, buffer: int, spill: Path) -> tuple[int, int]:
         http_port=0, buffer_max_records=buffer, batch_max_records=1_000,
         stage_delay_ms=600_000, memory_limit_mb=4_096, **FAST_GROUP,
     )  # fmt: skip
-    processor = Processor(settings)
+    processor = kafka_processor(settings)
     running = asyncio.create_task(processor.run())
     deadline = time.monotonic() + 120
     while processor.stats.buffered < settings.buffer_high * buffer:

@@ -345,7 +345,7 @@ class PauseProbe(logging.Handler):
         self._crossed: float | None = None
         self.crossings = 0
         self.latencies: list[float] = []
-        logging.getLogger("processor.core.pipeline").addHandler(self)
+        logging.getLogger("processor.core.admission").addHandler(self)
 
     def _timed_put(self, chunk: Any) -> None:
         before = self._buffer.buffered
@@ -370,18 +370,18 @@ class PauseProbe(logging.Handler):
 async def run_processor(spec: Spec, progress: Progress, stop: asyncio.Event) -> dict[str, Any]:
     """``processor run``: settings from the PROCESSOR_* environment the harness set."""
     from processor.config import load_settings
-    from processor.core.pipeline import Processor
     from processor.telemetry.logs import setup_logging
+    from processor.wiring import kafka_processor
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_format)
     telemetry, tracing = telemetry_for(settings)
-    proc = Processor(settings) if telemetry is None else Processor(settings, observer=telemetry)
+    proc = kafka_processor(settings, observer=telemetry)
     if telemetry is not None:
         telemetry.watch(proc.stats)  # as processor.service does; read only when scraped
     probe = PauseProbe(proc) if spec.burst else None
     await proc.start()
-    progress.children = [psutil.Process(pid) for pid in proc.runner.pids()]
+    progress.children = [psutil.Process(pid) for pid in proc.memory.workers]
     stats = proc.stats
 
     async def sample() -> None:

@@ -47,6 +47,11 @@ class DeliveryFailedError(ProcessorError):
     """A produce request failed after the client's own retries."""
 
 
+class CommitFailedError(ProcessorError):
+    """The group did not take an offset commit now (a rebalance, the coordinator away): the
+    offsets stay uncommitted and the next commit carries them."""
+
+
 class SpillError(ProcessorError):
     """The spill directory could not be used."""
 

@@ -11,11 +11,12 @@ from processor.core.pipeline import Processor
 from processor.errors import ConfigError
 from processor.telemetry.endpoints import Endpoints, Health
 from processor.telemetry.otel import Telemetry
+from processor.wiring import kafka_processor
 
 
 async def serve(settings: Settings, install_signals: Callable[[Callable[[], None]], None]) -> int:
     telemetry = Telemetry.from_env(settings)
-    processor = Processor(settings, observer=telemetry)
+    processor = kafka_processor(settings, observer=telemetry)
     install_signals(processor.stop)  # before start-up: a stop while starting is graceful too
     async with exposed(processor, telemetry, settings.http_host, settings.http_port):
         return await processor.run()

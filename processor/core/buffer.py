@@ -37,6 +37,11 @@ class Chunk(Generic[P]):
 
 
 class RecordBuffer(Generic[P]):
+    """Chunks from admission until acknowledged: ``put`` queues, ``take`` hands out a batch
+    round-robin over partitions, ``release`` frees it after the acknowledgement, ``drop``
+    forgets a revoked partition. ``buffered`` counts queued and in-flight records, which is
+    what the bound and the pause decisions are about."""
+
     def __init__(self) -> None:
         self._queues: dict[P, deque[Chunk[P]]] = {}
         self._held: dict[P, int] = {}

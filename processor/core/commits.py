@@ -17,10 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
-from aiokafka.errors import KafkaError
-
 from processor.core.offsets import OffsetTracker
 from processor.core.stats import Stats
+from processor.errors import CommitFailedError
 
 log = logging.getLogger(__name__)
 P = TypeVar("P", bound=Hashable)
@@ -85,7 +84,7 @@ class Committer(Generic[P]):
                 return
             try:
                 await self._consumer.commit(offsets)
-            except KafkaError as exc:  # CommitFailedError, IllegalStateError included
+            except CommitFailedError as exc:
                 log.warning("commit failed; will retry: %r", exc)
                 self._advanced.set()
                 return

@@ -113,6 +113,11 @@ class MemoryProbe:
         """Count these processes (the stage workers) with this one from now on."""
         self._workers = tuple(psutil.Process(pid) for pid in pids)
 
+    @property
+    def workers(self) -> list[int]:
+        """The pids counted with this process."""
+        return [worker.pid for worker in self._workers]
+
     def used(self) -> int:
         if self._cgroup is not None:
             try:

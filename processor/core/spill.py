@@ -77,6 +77,14 @@ _decoder = msgspec.json.Decoder(SpilledRecord)
 
 
 class SpillStore:
+    """The spilled runs of every partition under ``directory``, oldest first.
+
+    Bounded twice: at most ``max_bytes`` of segments (0: spilling off), and never below
+    ``min_free_bytes`` free on the volume. ``append`` takes what fits and says how much;
+    ``read`` hands runs back in offset order; ``recover`` adopts what an earlier process left
+    past the committed offset. Blocking file I/O: the engine calls it in a worker thread.
+    """
+
     def __init__(self, directory: Path, max_bytes: int, min_free_bytes: int) -> None:
         self._dir = directory
         self._max_bytes = max_bytes

@@ -8,6 +8,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
+
+from processor.core.memory import MIB
 
 
 @dataclass(slots=True)
@@ -35,7 +38,7 @@ class Stats:
     assigned: int = 0
     assignments: int = 0  # group assignments received (an empty one included): joined
     joining: bool = True  # no assignment yet, or a rebalance under way: waiting for one
-    broker_reachable: bool = True  # see processor.broker_watch
+    broker_reachable: bool = True  # see processor.kafka.broker_watch
     broker_answered: float = field(default_factory=time.monotonic)  # its last answer
     committed_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -49,3 +52,19 @@ class Stats:
     @property
     def finished(self) -> int:
         return self.published + self.dead_lettered_total
+
+    def summary(self) -> dict[str, Any]:
+        """The run in numbers (logged at stop; read by tests, the demo and the benchmark)."""
+        return {
+            "consumed": self.consumed,
+            "published": self.published,
+            "dead_lettered": self.dead_lettered_total,
+            "spilled": self.spilled,
+            "replayed": self.replayed,
+            "handed_back": self.handed_back,
+            "pauses": dict(self.pauses),
+            "peak_buffered": self.peak_buffered,
+            "buffer_max": self.buffer_max,
+            "peak_memory_mb": round(self.peak_memory / MIB, 1),
+            "memory_budget_mb": round(self.memory_budget / MIB, 1),
+        }

@@ -37,6 +37,7 @@ from processor.kafka.publisher import Publisher
 from processor.service import exposed
 from processor.telemetry.otel import Telemetry
 from processor.tools.embedded_broker import FAST_GROUP, EmbeddedBroker, free_port
+from processor.wiring import kafka_processor
 
 if importlib.util.find_spec("matplotlib") is None:  # imported only to draw, at the end
     raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
@@ -144,7 +145,7 @@ async def _run(settings: Settings, scenario: Scenario, options: DemoOptions) -> 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
     telemetry = Telemetry.from_env(settings)
-    processor = Processor(settings, observer=telemetry)
+    processor = kafka_processor(settings, observer=telemetry)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, linger_ms=5, enable_idempotence=False
     )

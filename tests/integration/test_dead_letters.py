@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from processor.core.pipeline import Processor
+from processor.wiring import kafka_processor
 from tests.integration.kafka import Topics, produce, read_all, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ async def test_dead_letters_carry_the_whole_payload_below_the_maximum_size(
     ]
     await produce(bootstrap, topics.input, ((b"k", v) for v, _ in inputs), partition=0)
     settings = settings_for(bootstrap, topics, tmp_path, max_payload_bytes=MAX_BYTES)
-    processor = Processor(settings)
+    processor = kafka_processor(settings)
     running = asyncio.create_task(processor.run())
     await wait_for(lambda: processor.stats.finished >= len(inputs), what="all processed")
     processor.stop()

@@ -15,8 +15,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from pyproj import Transformer
 
-from processor.core.pipeline import Processor
 from processor.tools.synthetic import readings
+from processor.wiring import kafka_processor
 from tests.integration.kafka import (
     Topics,
     produce,
@@ -47,7 +47,7 @@ async def test_every_reading_is_published_or_dead_lettered(
     assert len(expected_codes) >= 6
 
     frozen = gc.get_freeze_count()
-    processor = Processor(settings_for(bootstrap, topics, tmp_path))
+    processor = kafka_processor(settings_for(bootstrap, topics, tmp_path))
     running = asyncio.create_task(processor.run())
     await wait_for(lambda: processor.stats.finished >= len(sample), what="all processed")
     assert gc.get_freeze_count() > frozen  # start-up's objects are out of the collector's way
@@ -87,7 +87,7 @@ async def test_outputs_of_a_partition_keep_input_order(
 ) -> None:
     sample = [(k, v) for k, v, code in readings(3_000, sensors=20, invalid_ratio=0) if not code]
     await produce(bootstrap, topics.input, sample, partition=1)
-    processor = Processor(settings_for(bootstrap, topics, tmp_path, batch_max_records=97))
+    processor = kafka_processor(settings_for(bootstrap, topics, tmp_path, batch_max_records=97))
     running = asyncio.create_task(processor.run())
     points = await read_all(bootstrap, topics.output, len(sample))
     processor.stop()
@@ -108,7 +108,7 @@ async def test_compressed_outputs_read_back_whole(
     sample = [(k, v) for k, v, code in readings(2_000, invalid_ratio=0) if not code]
     await produce(bootstrap, topics.input, sample)
     settings = settings_for(bootstrap, topics, tmp_path, compression_type=compression)
-    processor = Processor(settings)
+    processor = kafka_processor(settings)
     running = asyncio.create_task(processor.run())
     points = await read_all(bootstrap, topics.output, len(sample))
     processor.stop()

@@ -22,6 +22,7 @@ from processor.config import Settings
 from processor.core.memory import MIB, MemoryProbe
 from processor.core.pipeline import Processor
 from processor.tools.synthetic import readings
+from processor.wiring import kafka_processor
 from processor.workers.budget import floor
 from processor.workers.runner import room_at
 from tests.integration.kafka import (
@@ -163,7 +164,7 @@ async def test_a_hot_partition_does_not_hold_up_the_others(
     for partition in (1, 2, 3):
         start = 20_000 + (partition - 1) * 1_000
         await produce(bootstrap, topics.input, valid[start : start + 1_000], partition=partition)
-    processor = Processor(
+    processor = kafka_processor(
         settings_for(
             bootstrap,
             topics,
@@ -192,7 +193,7 @@ async def test_memory_pressure_pauses_then_recovers_and_finishes(
     own = MemoryProbe(None).own()
     budget_mb = floor(own, partial(room_at, Settings())) // MIB + 16  # the least that starts
     high = round(0.8 * own / (budget_mb * MIB), 2)  # this process alone is above it
-    processor = Processor(
+    processor = kafka_processor(
         settings_for(
             bootstrap,
             topics,
@@ -211,7 +212,7 @@ async def test_spill_round_trip_keeps_order_and_loses_nothing(
     bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 20_000, invalid=0)
-    processor = Processor(
+    processor = kafka_processor(
         settings_for(bootstrap, topics, tmp_path, buffer_max_records=500, batch_max_records=2_000)
     )
     summary = await _run_until_done(processor, count)
@@ -230,7 +231,7 @@ async def test_without_spill_room_the_overflow_stays_in_kafka_and_is_fetched_onc
     # A free-space reserve larger than the disk: the spill can take nothing. Before, every
     # fetch's overflow was handed back and fetched again (20,000 inputs: 300,000+ hand-backs).
     count = await _preload(bootstrap, topics, 20_000, invalid=0)
-    processor = Processor(
+    processor = kafka_processor(
         settings_for(
             bootstrap,
             topics,
@@ -253,7 +254,7 @@ async def test_rebalance_while_paused_keeps_pause_state_and_loses_nothing(
     bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 30_000)
-    first = Processor(
+    first = kafka_processor(
         settings_for(
             bootstrap,
             topics,
@@ -263,13 +264,15 @@ async def test_rebalance_while_paused_keeps_pause_state_and_loses_nothing(
             stage_delay_ms=20,
         )
     )
-    second = Processor(settings_for(bootstrap, topics, tmp_path / "b", buffer_max_records=1_000))
+    second = kafka_processor(
+        settings_for(bootstrap, topics, tmp_path / "b", buffer_max_records=1_000)
+    )
     running = [asyncio.create_task(first.run())]
     violations: list[str] = []
 
     def pause_state_holds() -> bool:
-        consumer = first._consumer
-        desired = {tp for tp, reasons in first._applied.items() if reasons}
+        consumer = first.parts.connection.consumer.client  # type: ignore[attr-defined]
+        desired = set(first.paused())
         actual = set(consumer.paused()) & set(consumer.assignment())
         if desired != actual:
             violations.append(f"desired {desired} != paused {actual}")
@@ -349,31 +352,42 @@ async def _results(
     return found
 
 
-class _SlowListener(Processor):
+class _SlowListener:
     """Sets partitions up only after the fetch loop already returned records for them: the
     window aiokafka leaves between assigning partitions and the listener finishing."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
         self.early_runs = 0
         self._early = asyncio.Event()
+        self._on_assigned = processor.on_assigned
+        self._attach = processor.attach
+        processor.on_assigned = self.on_assigned  # type: ignore[method-assign]
+        processor.attach = self.attach  # type: ignore[method-assign]
 
-    async def _admit(self, tp: Any, records: Any, allowed: int, fetched_for: Any) -> None:
-        if records and tp not in self._trackers:
-            self.early_runs += 1
-            self._early.set()
-        await super()._admit(tp, records, allowed, fetched_for)
+    def attach(self, connection: Any) -> Any:
+        parts = self._attach(connection)
+        admit = parts.admission.admit
+
+        async def watched(tp: Any, records: Any, allowed: int, fetched_for: Any) -> None:
+            if records and tp not in self.processor.trackers:
+                self.early_runs += 1
+                self._early.set()
+            await admit(tp, records, allowed, fetched_for)
+
+        parts.admission.admit = watched  # type: ignore[method-assign]
+        return parts
 
     async def on_assigned(self, assigned: Any) -> None:
         await asyncio.wait_for(self._early.wait(), timeout=30)
-        await super().on_assigned(assigned)
+        await self._on_assigned(assigned)
 
 
 async def test_records_fetched_before_the_listener_ran_are_not_skipped(
     bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 5_000)
-    processor = _SlowListener(settings_for(bootstrap, topics, tmp_path))
-    await _run_until_done(processor, count)
-    assert processor.early_runs >= 1
+    slow = _SlowListener(kafka_processor(settings_for(bootstrap, topics, tmp_path)))
+    await _run_until_done(slow.processor, count)
+    assert slow.early_runs >= 1
     assert len(await _results(bootstrap, topics, count)) == count

@@ -16,8 +16,8 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from processor.core.pipeline import Processor
 from processor.tools.synthetic import REGIONS, readings
+from processor.wiring import kafka_processor
 from tests.integration.kafka import Topics, produce, read_all, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
@@ -183,7 +183,7 @@ async def test_readings_are_tagged_or_dead_lettered_outside(
         geofence_id_field="id",
         outside_policy="dead_letter",
     )
-    processor = Processor(settings)
+    processor = kafka_processor(settings)
     running = asyncio.create_task(processor.run())
     try:
         await wait_for(lambda: processor.stats.finished >= produced, what="all processed")
@@ -222,7 +222,7 @@ async def test_a_crs_without_a_way_to_wgs84_is_a_dead_letter_not_a_stop(
     settings = settings_for(
         bootstrap, topics, tmp_path, geofences=WATERSHEDS, outside_policy="dead_letter"
     )
-    processor = Processor(settings)
+    processor = kafka_processor(settings)
     running = asyncio.create_task(processor.run())
     try:
         await wait_for(

@@ -19,12 +19,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from processor.core.pipeline import Processor
 from processor.service import exposed
 from processor.telemetry.logs import JsonFormatter
 from processor.telemetry.otel import Telemetry
 from processor.tools.embedded_broker import free_port
 from processor.tools.synthetic import readings
+from processor.wiring import kafka_processor
 from tests.integration.kafka import (
     Topics,
     env_for,
@@ -73,7 +73,7 @@ async def test_traceparent_flows_from_inputs_through_batch_spans_to_outputs(
     exporter = InMemorySpanExporter()
     settings = settings_for(bootstrap, topics, tmp_path, batch_max_records=100)
     telemetry = Telemetry(settings, span_processors=[SimpleSpanProcessor(exporter)])
-    processor = Processor(settings, observer=telemetry)
+    processor = kafka_processor(settings, observer=telemetry)
     async with exposed(processor, telemetry, "127.0.0.1", 0):
         running = asyncio.create_task(processor.run())
         await wait_for(lambda: processor.stats.finished >= len(sample), what="all processed")
@@ -138,14 +138,14 @@ async def test_without_a_trace_exporter_outputs_and_dead_letters_keep_upstream_c
     settings = settings_for(bootstrap, topics, tmp_path, batch_max_records=64)
     telemetry = None
     if observer == "no observer":
-        processor = Processor(settings)
+        processor = kafka_processor(settings)
     else:
         monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
         monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
         telemetry = Telemetry.from_env(settings)
         assert not telemetry.tracing
-        processor = Processor(settings, observer=telemetry)
+        processor = kafka_processor(settings, observer=telemetry)
     running = asyncio.create_task(processor.run())
     await wait_for(lambda: processor.stats.finished >= len(sample), what="all processed")
     processor.stop()
@@ -197,7 +197,7 @@ async def test_metrics_and_health_while_backpressure_engages(
     )  # fmt: skip
     reader = InMemoryMetricReader()
     telemetry = Telemetry(settings, metric_readers=[reader])
-    processor = Processor(settings, observer=telemetry)
+    processor = kafka_processor(settings, observer=telemetry)
     port = free_port()
     async with exposed(processor, telemetry, "127.0.0.1", port) as bound:
         assert bound == port

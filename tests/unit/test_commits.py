@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from aiokafka import TopicPartition
-
 from processor.core.commits import Committer
 from processor.core.offsets import OffsetTracker
+from processor.core.ports import TopicPartition
 from processor.core.stats import Stats
-from tests.unit.fake_consumer import FakeConsumer
+from tests.support.memory_broker import MemoryBroker, MemoryConsumer
 
 A = TopicPartition("in", 0)
 B = TopicPartition("in", 1)
@@ -43,9 +42,9 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 
 def _setup() -> tuple[
-    FakeConsumer, dict[TopicPartition, OffsetTracker], Committer[TopicPartition], _Floor
+    MemoryConsumer, dict[TopicPartition, OffsetTracker], Committer[TopicPartition], _Floor
 ]:
-    consumer = FakeConsumer(assigned={A, B})
+    consumer = MemoryConsumer(MemoryBroker(), assigned={A, B})
     trackers = {A: OffsetTracker(0), B: OffsetTracker(0)}
     floor = _Floor()
     committer = Committer(consumer, trackers, Stats(), floor_s=0.1, sleep=floor.sleep)

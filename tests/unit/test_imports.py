@@ -13,11 +13,11 @@ RUN_PATH = """
 import sys
 from processor.cli import main
 from processor.config import Settings
-from processor.core.pipeline import Processor
+from processor.wiring import kafka_processor
 from processor.telemetry.otel import Telemetry
 
 settings = Settings(http_port=0, spill_dir=sys.argv[1])
-Processor(settings, observer=Telemetry.from_env(settings))
+kafka_processor(settings, observer=Telemetry.from_env(settings))
 print(" ".join(sorted(sys.modules)))
 """
 OPTIONAL = ("geopandas", "pandas", "pyogrio", "matplotlib", "rich", "opentelemetry.exporter.otlp")

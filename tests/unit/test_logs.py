@@ -60,6 +60,6 @@ def test_the_counts_ride_on_the_first_line_of_the_next_window() -> None:
 def test_other_loggers_are_never_summarised() -> None:
     summary = RepeatSummary(window_s=60, limit=1, clock=Clock())
     for _ in range(5):
-        record = _record("processor.core.pipeline", "commit failed; will retry: %r", 1)
+        record = _record("processor.core.commits", "commit failed; will retry: %r", 1)
         assert summary.filter(record)
         assert summary.filter(_record("aiokafkaesque", CONNECT, 1, 2))

@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
 
 from processor.config import Settings
 from processor.core.memory import MemoryProbe
 from processor.core.pipeline import Processor
+from processor.core.ports import TopicPartition
 from processor.core.spill import SpillStore
-from tests.unit.fake_consumer import FakeConsumer, run
+from tests.support.memory_broker import (
+    CountingStage,
+    MemoryBroker,
+    MemoryConnection,
+    MemoryConnector,
+    run,
+)
 
 A = TopicPartition("in", 0)
 B = TopicPartition("in", 1)
@@ -37,7 +43,13 @@ class _HeldSpill(SpillStore):
         return super().append(topic, partition, records)
 
 
-def _processor(tmp_path: Path, consumer: FakeConsumer, **overrides: Any) -> Processor:
+def _processor(
+    tmp_path: Path,
+    connection: MemoryConnection,
+    spill: SpillStore | None = None,
+    **overrides: Any,
+) -> Processor:
+    """A processor on ``connection``, its parts attached (``spill``: instead of its own)."""
     values: dict[str, Any] = {
         "spill_dir": tmp_path / "spill",
         "spill_min_free_mb": 0,
@@ -45,10 +57,19 @@ def _processor(tmp_path: Path, consumer: FakeConsumer, **overrides: Any) -> Proc
         "buffer_max_records": 100,
         "batch_max_records": 50,
         "http_port": 0,
+        "commit_interval_s": 0.001,
         **overrides,
     }
-    processor = Processor(Settings(**values), memory=MemoryProbe(1024))
-    processor.attach(consumer)
+    processor = Processor(
+        Settings(**values),
+        MemoryConnector(connection, assign=set(connection.consumer.assigned)),
+        CountingStage(),
+        MemoryProbe(1024),
+        fetch_max_bytes=1 << 20,
+    )
+    if spill is not None:
+        processor.spill = spill
+    processor.attach(connection)
     return processor
 
 
@@ -65,9 +86,11 @@ async def test_a_run_fetched_before_a_restart_adopts_leftover_spill_is_dropped(
     # spill write, B's set-up adopts B's leftover spill [100, 150) and seeks past it. B's run
     # is from before that set-up and overlaps the adopted spill.
     _leave_spill(tmp_path, B, 100, 50)
-    consumer = FakeConsumer(assigned={A, B}, group_offsets={A: 0, B: 100})
-    processor = _processor(tmp_path, consumer)
-    spill = processor.spill = _HeldSpill(tmp_path / "spill", 1 << 30, 0)
+    broker = MemoryBroker(group_offsets={A: 0, B: 100})
+    connection = broker.connection(assigned={A, B})
+    consumer = connection.consumer
+    spill = _HeldSpill(tmp_path / "spill", 1 << 30, 0)
+    processor = _processor(tmp_path, connection, spill)
     await processor.on_assigned({A})
     consumer.fetches.append({A: run(A, 0, 150), B: run(B, 100, 200)})
 
@@ -78,7 +101,7 @@ async def test_a_run_fetched_before_a_restart_adopts_leftover_spill_is_dropped(
     await fetching  # raised "overlaps tracked offsets" before set-ups were told apart
 
     assert consumer.positions[B] == 150  # fetching B goes on after its spill
-    assert processor._trackers[B].high_water == 150  # only the adopted spill is tracked
+    assert processor.trackers[B].high_water == 150  # only the adopted spill is tracked
     assert processor.stats.consumed == 150  # A's run: 100 in memory, 50 spilled
     assert spill.pending(B.topic, B.partition) == 50
 
@@ -86,8 +109,10 @@ async def test_a_run_fetched_before_a_restart_adopts_leftover_spill_is_dropped(
 async def test_a_run_fetched_before_its_partition_is_set_up_is_handed_back(
     tmp_path: Path,
 ) -> None:
-    consumer = FakeConsumer(assigned={A}, group_offsets={A: 7})
-    processor = _processor(tmp_path, consumer)
+    broker = MemoryBroker(group_offsets={A: 7})
+    connection = broker.connection(assigned={A})
+    consumer = connection.consumer
+    processor = _processor(tmp_path, connection)
     consumer.fetches.append({A: run(A, 7, 20)})
     await processor.fetch_once()
     assert consumer.positions[A] == 7
@@ -102,18 +127,23 @@ async def test_a_run_fetched_before_its_partition_is_set_up_is_handed_back(
 async def test_a_partition_without_a_committed_offset_starts_where_the_policy_points(
     tmp_path: Path, policy: str, start: int
 ) -> None:
-    consumer = FakeConsumer(assigned={A}, log_starts={A: 40}, log_ends={A: 90})
-    processor = _processor(tmp_path, consumer, auto_offset_reset=policy)
+    broker = MemoryBroker(log_starts={A: 40})
+    broker.produce(A, 50)
+    connection = broker.connection(assigned={A})
+    consumer = connection.consumer
+    processor = _processor(tmp_path, connection, auto_offset_reset=policy)
     await processor.on_assigned({A})
     assert consumer.positions[A] == start
-    assert processor._trackers[A].commit_point() == start
+    assert processor.trackers[A].commit_point() == start
 
 
 async def test_without_spill_room_a_fetch_takes_only_what_memory_holds(tmp_path: Path) -> None:
     # The spill's reserve is larger than any disk: before, the overflow of every fetch went
     # back to Kafka and was fetched again (2.36 million hand-backs for 100,000 inputs).
-    consumer = FakeConsumer(assigned={A}, group_offsets={A: 0})
-    processor = _processor(tmp_path, consumer, spill_min_free_mb=1 << 40)
+    broker = MemoryBroker(group_offsets={A: 0})
+    connection = broker.connection(assigned={A})
+    consumer = connection.consumer
+    processor = _processor(tmp_path, connection, spill_min_free_mb=1 << 40)
     await processor.on_assigned({A})
     consumer.fetches.append({A: run(A, 0, 300)})
     await processor.fetch_once()
@@ -124,8 +154,10 @@ async def test_without_spill_room_a_fetch_takes_only_what_memory_holds(tmp_path:
 
 
 async def test_with_spill_room_a_fetch_takes_everything_prefetched(tmp_path: Path) -> None:
-    consumer = FakeConsumer(assigned={A}, group_offsets={A: 0})
-    processor = _processor(tmp_path, consumer)
+    broker = MemoryBroker(group_offsets={A: 0})
+    connection = broker.connection(assigned={A})
+    consumer = connection.consumer
+    processor = _processor(tmp_path, connection)
     await processor.on_assigned({A})
     consumer.fetches.append({A: run(A, 0, 300)})
     await processor.fetch_once()
@@ -136,8 +168,9 @@ async def test_with_spill_room_a_fetch_takes_everything_prefetched(tmp_path: Pat
 async def test_the_spill_says_once_why_it_cannot_take_records(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    consumer = FakeConsumer(assigned={A}, group_offsets={A: 0})
-    processor = _processor(tmp_path, consumer, spill_min_free_mb=1 << 40)
+    broker = MemoryBroker(group_offsets={A: 0})
+    connection = broker.connection(assigned={A})
+    processor = _processor(tmp_path, connection, spill_min_free_mb=1 << 40)
     await processor.on_assigned({A})
     for _ in range(3):
         await processor.fetch_once()

@@ -1,0 +1,131 @@
+"""Staging and acknowledgement: batches from the buffer through the stage to the outputs, and
+their offsets finished once the broker acknowledged every output.
+
+Two tasks and one hand-off. Staging takes a batch, starts computing it and hands it over;
+publishing sends each computed batch in order and leaves a task waiting for its
+acknowledgement. Sending waits on the producer, computing on a CPU (another core, with
+worker processes): overlapping them keeps both busy. The hand-off holds a few batches in
+order, and their records still count against the buffer until acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from processor.core.buffer import Chunk, RecordBuffer
+from processor.core.commits import Committer
+from processor.core.observer import BatchObserver, BatchTrace
+from processor.core.ports import Outputs, Stage, Staged, TopicPartition
+from processor.core.stats import Stats
+from processor.errors import DeliveryFailedError
+from processor.messages.codec import RecordLike
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A batch being computed, on its way to the outputs."""
+
+    chunks: list[Chunk[TopicPartition]]
+    records: list[RecordLike]
+    computing: asyncio.Future[Staged]
+    started: float
+    trace: BatchTrace
+
+
+class Staging:
+    """Moves batches of ``buffer`` through ``stage`` to ``outputs`` until the buffer closes."""
+
+    def __init__(
+        self,
+        buffer: RecordBuffer[TopicPartition],
+        stage: Stage,
+        outputs: Outputs,
+        observer: BatchObserver,
+        committer: Committer[TopicPartition],
+        *,
+        stats: Stats,
+        batch_max_records: int,
+        fail: Callable[[Exception], None],
+        released: Callable[[], None],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """``fail`` stops the processor for good; ``released`` follows every acknowledgement."""
+        self._buffer = buffer
+        self._stage = stage
+        self._outputs = outputs
+        self._observer = observer
+        self._committer = committer
+        self._stats = stats
+        self._batch_max = batch_max_records
+        self._fail = fail
+        self._released = released
+        self._clock = clock
+        self._acks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Until the buffer is closed and empty, and every batch taken from it was sent."""
+        handoff: asyncio.Queue[_InFlight | None] = asyncio.Queue(
+            maxsize=1 + self._stage.parallelism
+        )
+        publishing = asyncio.create_task(self._publish_loop(handoff), name="publish")
+        try:
+            await self._stage_loop(handoff)
+            await handoff.put(None)
+            await publishing
+        finally:
+            publishing.cancel()
+
+    async def settled(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the acknowledgements in flight."""
+        pending = {task for task in self._acks if not task.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+    async def _stage_loop(self, handoff: asyncio.Queue[_InFlight | None]) -> None:
+        while chunks := await self._buffer.take(self._batch_max):
+            started = self._clock()
+            records = [record for chunk in chunks for record in chunk.records]
+            trace = self._observer.begin(records, sorted({chunk.tp.partition for chunk in chunks}))
+            framing = await self._outputs.framing()
+            runs = [(chunk.tp, chunk.records) for chunk in chunks]
+            computing = asyncio.ensure_future(
+                self._stage.compute(runs, records, trace.stamps, framing)
+            )
+            await handoff.put(_InFlight(chunks, records, computing, started, trace))
+
+    async def _publish_loop(self, handoff: asyncio.Queue[_InFlight | None]) -> None:
+        while (batch := await handoff.get()) is not None:
+            staged = await batch.computing
+            try:
+                acked = await self._outputs.send(staged)
+            except DeliveryFailedError as exc:
+                batch.trace.end(staged, self._clock() - batch.started, exc)
+                self._fail(exc)
+                return
+            task = asyncio.create_task(self._acknowledged(batch, staged, acked))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+    async def _acknowledged(self, batch: _InFlight, staged: Staged, acked: Any) -> None:
+        try:
+            await acked
+        except DeliveryFailedError as exc:
+            batch.trace.end(staged, self._clock() - batch.started, exc)
+            self._fail(exc)
+            return
+        for chunk in batch.chunks:
+            chunk.tracker.finish(chunk.first, chunk.end)
+            self._buffer.release(chunk)
+        self._committer.advanced()
+        stats = self._stats
+        stats.published += staged.published
+        stats.dead_lettered.update(staged.codes)
+        stats.batches += 1
+        seconds = self._clock() - batch.started
+        stats.batch_seconds_total += seconds
+        self._released()
+        batch.trace.end(staged, seconds, None)
