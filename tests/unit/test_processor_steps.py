@@ -177,3 +177,28 @@ async def test_the_spill_says_once_why_it_cannot_take_records(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1
     assert "PROCESSOR_SPILL_MIN_FREE_MB" in warnings[0]
+
+
+async def test_a_partition_revoked_during_its_spill_write_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    # The fetch round awaits A's overflow going to disk when A is revoked: the run belongs to
+    # no one now, so its spill is discarded and nothing of it is tracked or buffered.
+    broker = MemoryBroker(group_offsets={A: 0})
+    connection = broker.connection(assigned={A})
+    spill = _HeldSpill(tmp_path / "spill", 1 << 30, 0)
+    processor = _processor(tmp_path, connection, spill)
+    connection.consumer.listener = processor
+    await processor.on_assigned({A})
+    connection.consumer.fetches.append({A: run(A, 0, 150)})
+
+    fetching = asyncio.create_task(processor.fetch_once())
+    assert await asyncio.to_thread(spill.writing.wait, 30)
+    await connection.consumer.rebalance(set())
+    spill.go_on.set()
+    await fetching
+
+    assert A not in processor.trackers
+    assert spill.pending(A.topic, A.partition) == 0
+    assert processor.buffer.buffered == 0
+    assert broker.group_offsets[A] == 0  # the revocation committed nothing it had not finished
