@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from processor.geo.stage import StageResult
 from processor.messages.codec import Headers, RecordLike
+from processor.messages.jobs import Framed
 from processor.messages.propagation import propagate
 
 
@@ -26,7 +26,7 @@ class BatchTrace(Protocol):
     def stamps(self) -> Sequence[Headers] | None:
         """Headers for the outputs of each input record (by index), or None for none."""
 
-    def end(self, result: StageResult | None, seconds: float, error: Exception | None) -> None:
+    def end(self, result: Framed | None, seconds: float, error: Exception | None) -> None:
         """The batch was acknowledged (``error`` None) or failed; ``seconds`` since begin."""
 
 
@@ -41,7 +41,7 @@ class Untraced:
 
     stamps: Sequence[Headers] | None
 
-    def end(self, result: StageResult | None, seconds: float, error: Exception | None) -> None:
+    def end(self, result: Framed | None, seconds: float, error: Exception | None) -> None:
         return None
 
 

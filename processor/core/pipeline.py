@@ -44,12 +44,12 @@ from processor.errors import (
     SpillError,
     UndecodableBatchError,
 )
-from processor.geo.stage import StageDone, StageInput, StageJob, StageResult, finish
 from processor.kafka.broker_watch import BrokerWatch
 from processor.kafka.clients import fetch_bytes, make_consumer, make_producer
 from processor.kafka.preflight import check_cluster, unreachable
 from processor.kafka.probe import broker_probe
 from processor.kafka.publisher import Publisher
+from processor.messages.jobs import Framed, Job
 from processor.workers.runner import make_runner
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,10 @@ class Processor:
         finally:
             client_log.setLevel(level)
         self._publisher = Publisher(
-            self._producers, settings.max_batch_bytes, settings.compression_type
+            self._producers,
+            settings.max_batch_bytes,
+            settings.compression_type,
+            settings.aiokafka_fast_paths,
         )
         for name in ("output_topic", "dlq_topic"):
             topic = getattr(settings, name)
@@ -207,7 +210,10 @@ class Processor:
             asyncio.create_task(self._fetch_loop(), name="fetch"),
             asyncio.create_task(self._commits.run(), name="commit"),
             asyncio.create_task(self._memory_loop(), name="memory"),
-            asyncio.create_task(self.broker.run(broker_probe(self._consumer)), name="broker"),
+            asyncio.create_task(
+                self.broker.run(broker_probe(self._consumer, self.settings.aiokafka_fast_paths)),
+                name="broker",
+            ),
         ]
         processing = asyncio.create_task(self._process_loop(publisher), name="process")
         for task in (*tasks, processing):
@@ -544,25 +550,28 @@ class Processor:
             if not chunks:
                 return
             started = time.perf_counter()
-            batch = StageInput([], [], [], [])
-            for chunk in chunks:
-                batch.extend(chunk.tp.topic, chunk.tp.partition, chunk.records)
             records = [record for chunk in chunks for record in chunk.records]
             trace = self.observer.begin(records, sorted({chunk.tp.partition for chunk in chunks}))
             if delay:
                 await asyncio.sleep(delay)
-            job = StageJob(batch, trace.stamps, await publisher.spec(self.settings.output_topic))
+            job = Job(
+                await publisher.spec(self.settings.output_topic),
+                await publisher.spec(self.settings.dlq_topic),
+                trace.stamps,
+            )
+            for chunk in chunks:
+                job.extend(chunk.tp.topic, chunk.tp.partition, chunk.records)
             computing = asyncio.ensure_future(self.runner.compute(job))
-            await staged.put(_Staged(chunks, records, computing, started, trace))
+            await staged.put(_Staged(chunks, computing, started, trace))
 
     async def _publish_loop(
         self, publisher: Publisher, staged: asyncio.Queue[_Staged | None]
     ) -> None:
         while (batch := await staged.get()) is not None:
-            result = finish(batch.records, batch.trace.stamps, await batch.computing)
+            result = await batch.computing
             try:
                 futures = await publisher.send(self.settings.output_topic, result.points)
-                futures += await publisher.publish(self.settings.dlq_topic, result.dead_letters)
+                futures += await publisher.send(self.settings.dlq_topic, result.letters)
             except KafkaError as exc:
                 batch.trace.end(result, time.perf_counter() - batch.started, exc)
                 self._fail(DeliveryFailedError(f"cannot produce: {exc!r}"))
@@ -577,7 +586,7 @@ class Processor:
         self,
         chunks: list[Chunk[TopicPartition]],
         futures: list[asyncio.Future[Any]],
-        result: StageResult,
+        result: Framed,
         started: float,
         trace: BatchTrace,
     ) -> None:
@@ -615,8 +624,7 @@ class _Staged:
     """A batch being processed, on its way to the producer."""
 
     chunks: list[Chunk[TopicPartition]]
-    records: list[Any]
-    computing: asyncio.Future[StageDone]
+    computing: asyncio.Future[Framed]
     started: float
     trace: BatchTrace
 

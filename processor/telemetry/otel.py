@@ -36,8 +36,8 @@ from processor.config import Settings
 from processor.core.observer import BatchTrace
 from processor.core.stats import Stats
 from processor.errors import ConfigError
-from processor.geo.stage import StageResult
 from processor.messages.codec import Headers, RecordLike
+from processor.messages.jobs import Framed
 from processor.messages.propagation import propagate
 from processor.telemetry.metrics import batch_latency, observe
 from processor.telemetry.tracing import BatchTracer, TracedBatch
@@ -96,7 +96,7 @@ class _Batch:
     stamps: Sequence[Headers] | None
     traced: TracedBatch | None = None
 
-    def end(self, result: StageResult | None, seconds: float, error: Exception | None) -> None:
+    def end(self, result: Framed | None, seconds: float, error: Exception | None) -> None:
         self.latency.record(seconds)
         if self.traced is not None:
             self.traced.end(result, error)

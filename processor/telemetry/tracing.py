@@ -34,8 +34,8 @@ from opentelemetry.trace import (
     Tracer,
 )
 
-from processor.geo.stage import StageResult
 from processor.messages.codec import Headers, RecordLike
+from processor.messages.jobs import Framed
 from processor.messages.propagation import TRACEPARENT, Upstream, passed_on, upstreams
 
 
@@ -46,10 +46,10 @@ class TracedBatch:
     span: Span
     stamps: Sequence[Headers] | None
 
-    def end(self, result: StageResult | None, error: Exception | None) -> None:
+    def end(self, result: Framed | None, error: Exception | None) -> None:
         if result is not None:
             self.span.set_attribute("processor.batch.published", result.published)
-            self.span.set_attribute("processor.batch.dead_lettered", len(result.dead_letters))
+            self.span.set_attribute("processor.batch.dead_lettered", result.dead_lettered)
         if error is not None:
             self.span.record_exception(error)
             self.span.set_status(Status(StatusCode.ERROR, type(error).__name__))
