@@ -18,7 +18,8 @@ from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBat
 from opentelemetry.sdk.trace import SpanProcessor
 
 from processor.config import Settings
-from processor.kafka.batches import BatchSpec, KeyPartitioner, encode_batches
+from processor.kafka.batches import KeyPartitioner, encode_batches
+from processor.messages.jobs import BatchSpec
 from processor.telemetry.otel import Telemetry
 from processor.tools.synthetic import readings
 

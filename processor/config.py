@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         "is in flight, so a resumed partition waits up to this long for its next records",
     )
     enable_idempotence: bool = Field(True, description="Idempotent producer (needs broker support)")
+    aiokafka_fast_paths: bool = Field(
+        True,
+        description="Use aiokafka's internals where they pass their start-up check (bare "
+        "fetched records, prebuilt produce batches, the metadata probe); false: public API only",
+    )
     acks: Literal["all", "1", "0"] = Field("all", description="Producer acks")
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "none", description="Producer compression"

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from processor.config import Settings
 from processor.errors import ConfigError
-from processor.kafka.bare_records import bare_value, use_bare_records
+from processor.kafka._aiokafka_private import bare_value, fast_paths, use_bare_records
 
 #: Upper bound of one fetch response, whatever the budget: prefetch must not defeat the bound.
 MAX_FETCH_BYTES = 32 * 1024 * 1024
@@ -62,9 +62,12 @@ def fetch_bytes(settings: Settings, budget_bytes: int) -> tuple[int, int]:
 
 def make_consumer(settings: Settings, budget_bytes: int) -> Any:
     """A consumer that never auto-commits (offsets are committed only for finished work) and
-    hands out bare records (:mod:`processor.bare_records`)."""
+    hands out bare records when that fast path is on (:mod:`processor.kafka._aiokafka_private`),
+    else aiokafka's ``ConsumerRecord`` objects."""
     fetch_max, partition_max = fetch_bytes(settings, budget_bytes)
-    use_bare_records()
+    bare = fast_paths(settings.aiokafka_fast_paths).fetch
+    if bare:
+        use_bare_records()
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=settings.client_id,
@@ -78,7 +81,7 @@ def make_consumer(settings: Settings, budget_bytes: int) -> Any:
         fetch_max_bytes=fetch_max,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         max_partition_fetch_bytes=partition_max,
-        value_deserializer=bare_value,
+        value_deserializer=bare_value if bare else None,
         **security_options(settings),
     )
 

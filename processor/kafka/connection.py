@@ -22,13 +22,13 @@ from processor.config import Settings
 from processor.core.ports import PartitionListener, Staged, TopicPartition
 from processor.core.stats import Stats
 from processor.errors import CommitFailedError, ConfigError, DeliveryFailedError
-from processor.geo.stage import StageResult
 from processor.kafka.broker_watch import BrokerWatch
 from processor.kafka.clients import make_consumer, make_producer
 from processor.kafka.preflight import check_cluster, unreachable
 from processor.kafka.probe import broker_probe
 from processor.kafka.publisher import Publisher
 from processor.messages.codec import RecordLike
+from processor.messages.jobs import BatchSpec, Framed
 
 log = logging.getLogger(__name__)
 #: How long the output topics' partitions may take to look up at start-up.
@@ -95,15 +95,17 @@ class KafkaOutputs:
         self._output_topic = output_topic
         self._dlq_topic = dlq_topic
 
-    async def framing(self) -> Any:
-        return await self.publisher.spec(self._output_topic)
+    async def framing(self) -> tuple[BatchSpec, BatchSpec]:
+        """How to frame the points, and the dead letters."""
+        publisher = self.publisher
+        return await publisher.spec(self._output_topic), await publisher.spec(self._dlq_topic)
 
     async def send(self, staged: Staged) -> Awaitable[None]:
-        """``staged`` as the stage runners return it (:class:`StageResult`)."""
-        result = cast(StageResult, staged)
+        """``staged`` as the stage runners return it (:class:`Framed`)."""
+        framed = cast(Framed, staged)
         try:
-            futures = await self.publisher.send(self._output_topic, result.points)
-            futures += await self.publisher.publish(self._dlq_topic, result.dead_letters)
+            futures = await self.publisher.send(self._output_topic, framed.points)
+            futures += await self.publisher.send(self._dlq_topic, framed.letters)
         except KafkaError as exc:
             raise DeliveryFailedError(f"cannot produce: {exc!r}") from exc
         return asyncio.ensure_future(_acknowledged(futures))
@@ -135,7 +137,12 @@ class KafkaConnection:
         self.consumer = KafkaConsumer(consumer)
         self.producers = producers
         self.outputs = KafkaOutputs(
-            Publisher(producers, settings.max_batch_bytes, settings.compression_type),
+            Publisher(
+                producers,
+                settings.max_batch_bytes,
+                settings.compression_type,
+                settings.aiokafka_fast_paths,
+            ),
             settings.output_topic,
             settings.dlq_topic,
         )
@@ -144,7 +151,7 @@ class KafkaConnection:
         settings = self._settings
         where = {"bootstrap_servers": settings.bootstrap_servers, "group": settings.group_id}
         watch = BrokerWatch(stats, settings.unreachable_after_s, where)
-        await watch.run(broker_probe(self.consumer.client))
+        await watch.run(broker_probe(self.consumer.client, settings.aiokafka_fast_paths))
 
     async def close(self, within_s: float) -> None:
         """A consumer stopped while it joins its group waits for the join's answer (half the

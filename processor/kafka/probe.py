@@ -1,12 +1,13 @@
-"""The one place that touches aiokafka's private client: a cheap "does the broker answer?".
+"""A cheap "does the broker answer?", through the consumer's own client where it can.
 
 Nothing public tells whether the broker answers. A frozen broker raises nothing for
 ``request_timeout_ms`` (40 s by default) and ``getmany`` returns empty batches, as it does on
 an idle topic; a joining member sends nothing but its JoinGroup. So the broker watch asks: a
 metadata request for the subscribed topics through the consumer's own client (its
 connections, its fate), which ``AIOKafkaClient.force_metadata_update`` sends and answers with
-True or False. Checked when the probe is made; if aiokafka's internals changed, the public
-``topics()`` (metadata of every topic: the same answer, a larger response) is the fallback.
+True or False: a private access, fenced in :mod:`processor.kafka._aiokafka_private`. Without
+that fast path (switched off, or aiokafka's internals changed), the public ``topics()``
+(metadata of every topic: the same answer, a larger response) asks instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
+
+from processor.kafka._aiokafka_private import fast_paths, metadata_update
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +35,21 @@ class BrokerProbe:
         return await self.ask()
 
 
-def broker_probe(consumer: Any) -> BrokerProbe:
-    """A probe through ``consumer``'s client; falls back to public calls if need be."""
-    update = getattr(getattr(consumer, "_client", None), "force_metadata_update", None)
-    if callable(update):
+def broker_probe(consumer: Any, fast: bool = True) -> BrokerProbe:
+    """A probe through ``consumer``'s client (``fast``, and if that path passed its check);
+    else through public calls."""
+    update = metadata_update(consumer) if fast_paths(fast).probe else None
+    if update is not None:
+        ask = update
 
         async def subscribed_topics() -> bool:
-            return bool(await update())
+            return bool(await ask())
 
         return BrokerProbe("subscribed_topics", subscribed_topics)
-    log.warning("aiokafka has no client.force_metadata_update: probing the broker with topics()")
+    if fast:
+        log.warning(
+            "aiokafka has no client.force_metadata_update: probing the broker with topics()"
+        )
 
     async def all_topics() -> bool:
         try:

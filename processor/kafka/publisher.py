@@ -1,9 +1,9 @@
 """Producing through aiokafka's batch API, partitioned exactly as ``send()`` would.
 
 One ``send_batch`` per full batch instead of one ``send`` per record is what lets the
-processor run near the client's ceiling. Points arrive as finished batches built by the
-stage worker; dead letters, a few per batch, are framed here the same way
-(:mod:`processor.batches`).
+processor run near the client's ceiling. Points and dead letters arrive framed by the stage
+worker (:mod:`processor.kafka.batches`): finished record batches on the fast path, runs of
+records for ``create_batch``/``append`` on the public one.
 
 aiokafka sends one produce request per broker at a time, with one batch per partition, so
 a producer waits a whole round trip between batches of a partition. Several producers
@@ -17,15 +17,9 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from processor.geo.stage import Outgoing
-from processor.kafka.batches import (
-    CODECS,
-    BatchSpec,
-    EncodedBatch,
-    KeyPartitioner,
-    PrebuiltBatch,
-    encode_batches,
-)
+from processor.kafka._aiokafka_private import PrebuiltBatch, fast_paths
+from processor.kafka.batches import CODECS, KeyPartitioner, encode_batches
+from processor.messages.jobs import BatchSpec, EncodedBatch, Outgoing, ProduceBatch
 
 
 class Publisher:
@@ -34,11 +28,14 @@ class Publisher:
         producers: Sequence[Any],
         max_batch_bytes: int = 16384,
         compression_type: str = "none",
+        fast: bool = True,
     ) -> None:
-        """``max_batch_bytes`` and ``compression_type`` as the producers', for :meth:`spec`."""
+        """``max_batch_bytes`` and ``compression_type`` as the producers', for :meth:`spec`;
+        ``fast``: prebuilt batches, if aiokafka's internals pass their check."""
         self._producers = list(producers)
         self._max_bytes = max_batch_bytes
         self._codec = CODECS[compression_type]
+        self._prebuilt = fast_paths(fast).produce
         self._partitioners: dict[str, KeyPartitioner] = {}
 
     async def partitioner(self, topic: str) -> KeyPartitioner:
@@ -52,13 +49,13 @@ class Publisher:
     async def spec(self, topic: str) -> BatchSpec:
         """How to frame batches for ``topic`` elsewhere (see :meth:`send`)."""
         partitioner = await self.partitioner(topic)
-        return BatchSpec(partitioner.partitions, self._max_bytes, self._codec)
+        return BatchSpec(partitioner.partitions, self._max_bytes, self._codec, self._prebuilt)
 
-    async def send(self, topic: str, batches: Iterable[EncodedBatch]) -> list[asyncio.Future[Any]]:
-        """Queue finished batches, in order within a partition, partitions side by side (one
+    async def send(self, topic: str, batches: Iterable[ProduceBatch]) -> list[asyncio.Future[Any]]:
+        """Queue framed batches, in order within a partition, partitions side by side (one
         waiting for its producer does not hold up the others); the futures resolve when the
         broker acknowledged them."""
-        by_partition: dict[int, list[EncodedBatch]] = {}
+        by_partition: dict[int, list[ProduceBatch]] = {}
         for batch in batches:
             by_partition.setdefault(batch.partition, []).append(batch)
         queued = await asyncio.gather(
@@ -67,19 +64,39 @@ class Publisher:
         return [future for futures in queued for future in futures]
 
     async def _queue(
-        self, topic: str, partition: int, batches: list[EncodedBatch]
+        self, topic: str, partition: int, batches: list[ProduceBatch]
     ) -> list[asyncio.Future[Any]]:
         producer = self._producers[partition % len(self._producers)]
-        return [
-            await producer.send_batch(PrebuiltBatch(batch), topic, partition=partition)
-            for batch in batches
-        ]
+        futures: list[asyncio.Future[Any]] = []
+        for batch in batches:
+            if isinstance(batch, EncodedBatch):
+                prebuilt = PrebuiltBatch(batch.data, batch.records)
+                futures.append(await producer.send_batch(prebuilt, topic, partition=partition))
+            else:
+                futures += await _append(producer, topic, partition, batch.rows)
+        return futures
 
     async def publish(self, topic: str, messages: Iterable[Outgoing]) -> list[asyncio.Future[Any]]:
-        """Queue ``messages`` in order; the futures resolve when the broker acknowledged them."""
+        """Frame ``messages`` here and queue them in order (the demo's readings); the futures
+        resolve when the broker acknowledged them."""
         rows = list(messages)
         if not rows:
             return []
         keys, values, headers = zip(*rows, strict=True)
         spec, partitioner = await self.spec(topic), await self.partitioner(topic)
         return await self.send(topic, encode_batches(spec, keys, values, headers, partitioner))
+
+
+async def _append(
+    producer: Any, topic: str, partition: int, rows: list[Outgoing]
+) -> list[asyncio.Future[Any]]:
+    """The public batch API: ``create_batch``, ``append`` until full, ``send_batch``."""
+    futures: list[asyncio.Future[Any]] = []
+    batch = producer.create_batch()
+    for key, value, headers in rows:
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()  # an empty batch takes any record
+            batch.append(key=key, value=value, timestamp=None, headers=headers)
+    futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures

@@ -55,7 +55,7 @@ class Consumed(Located, Protocol):
 
 class RecordLike(Protocol):
     """What the processor reads of a fetched record: aiokafka's bare record has it (see
-    :mod:`processor.bare_records`); topic and partition are its chunk's."""
+    :mod:`processor.kafka._aiokafka_private`); topic and partition are its chunk's."""
 
     @property
     def offset(self) -> int: ...

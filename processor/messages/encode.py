@@ -10,7 +10,10 @@ from typing import Any
 
 import msgspec
 
-from processor.messages.codec import Consumed, DeadLetterCode, Located, Where
+from processor.messages.codec import Consumed, DeadLetterCode, Headers, Located, Where
+
+#: The header naming a dead letter's error code.
+ERROR_HEADER = "dlq.error.code"
 
 #: What a dead letter keeps of an input at or over the maximum payload size: enough to see
 #: what it was, small enough for any broker; the source names the whole record.
@@ -139,6 +142,14 @@ def encode_dead_letter(
     else:
         letter["payload_b64"] = base64.b64encode(kept).decode("ascii")
     return _encoder.encode(letter)
+
+
+def dead_letter_headers(own: Headers, stamp: Headers, code: DeadLetterCode) -> Headers:
+    """A dead letter's headers: its input's own, those named in ``stamp`` replaced by
+    ``stamp`` (shared, never mutated), then the error code."""
+    replaced = {name for name, _ in stamp}
+    kept = [header for header in own if header[0] not in replaced]
+    return [*kept, *stamp, (ERROR_HEADER, code.value.encode())]
 
 
 def _utf8(data: bytes, *, cut: bool) -> str | None:

@@ -3,22 +3,23 @@ thread of this process.
 
 The event loop's thread does the Kafka side (unpacking fetched records, sending produce
 batches), and that alone keeps one core busy at full speed. Decoding, reprojecting,
-encoding and framing a batch into produce batches costs about as much again and holds the
-GIL, so in a thread it halves the rate; in a worker process it runs on a core of its own.
-Work crosses the process boundary as columns and bytes (:class:`StageJob` in: lists of
-bytes and ints; :class:`StageDone` out: finished record batches), which pickle at memcpy
-speed, over a socket pair the event loop reads and writes itself.
+encoding and framing a batch into produce batches (:class:`~processor.workers.framing.Staging`)
+costs about as much again and holds the GIL, so in a thread it halves the rate; in a worker
+process it runs on a core of its own. Work crosses the process boundary as columns and bytes
+(:class:`~processor.messages.jobs.Job` in: lists of bytes and ints;
+:class:`~processor.messages.jobs.Framed` out: finished record batches), which pickle at
+memcpy speed, over a socket pair the event loop reads and writes itself.
 
-How many: two with 2+ CPUs (:func:`~processor.budget.wanted_workers`), as many of them as
+How many: two with 2+ CPUs (:func:`~processor.workers.budget.wanted_workers`), as many of them as
 the budget holds. At start the runner measures this process, starts one worker and measures
 it once its stage is built, and keeps as many as fit beside a burst's working memory under
-``MEMORY_HIGH`` of the budget (:mod:`processor.budget`); if none fits, the stage runs in a
+``MEMORY_HIGH`` of the budget (:mod:`processor.workers.budget`); if none fits, the stage runs in a
 thread; if even that does not fit the budget, start-up fails with one line that names the
 floor. ``PROCESSOR_STAGE_PROCESSES`` sets
 the count instead (0: a thread). The workers' pids go to the memory probe: they, and no
 other child, count against the budget with this process.
 
-A worker (:mod:`processor.stage_worker`) ignores SIGINT/SIGTERM (the parent drains and then
+A worker (:mod:`processor.workers.worker`) ignores SIGINT/SIGTERM (the parent drains and then
 stops it) and exits when the parent's end of its socket closes, so a ``kill -9`` of the
 processor leaves no orphans.
 """
@@ -42,8 +43,9 @@ from processor.config import Settings
 from processor.core.lifecycle import all_or_none
 from processor.core.memory import CGROUP_ROOT, MemoryProbe, cgroup_path
 from processor.errors import ConfigError, StageWorkerError
-from processor.geo.stage import SpatialStage, StageDone, StageJob, StageSettings
+from processor.geo.stage import StageSettings
 from processor.kafka.clients import fetch_bytes
+from processor.messages.jobs import Framed, Job
 from processor.workers.budget import (
     MIB,
     WORKER_WORK_BYTES,
@@ -52,6 +54,7 @@ from processor.workers.budget import (
     wanted_workers,
     workers_that_fit,
 )
+from processor.workers.framing import Staging
 from processor.workers.worker import FRAME, unpickle
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,7 @@ class StageRunner(Protocol):
     async def start(self) -> None:
         """Ready to compute (raises ConfigError for a stage the settings cannot build)."""
 
-    async def compute(self, job: StageJob) -> StageDone: ...
+    async def compute(self, job: Job) -> Framed: ...
 
     def pids(self) -> list[int]:
         """The worker processes (none for a thread)."""
@@ -83,12 +86,12 @@ class ThreadRunner:
     parallelism = 1
 
     def __init__(self, settings: Settings) -> None:
-        self._stage = SpatialStage.from_settings(settings)
+        self._stage = Staging.of(StageSettings.of(settings))
 
     async def start(self) -> None:
         await asyncio.to_thread(self._stage.warm_up)
 
-    async def compute(self, job: StageJob) -> StageDone:
+    async def compute(self, job: Job) -> Framed:
         # A thread, not the loop: heavy geometry (shapely releases the GIL) must not stall
         # the loop that heartbeats, fetches and acknowledges.
         return await asyncio.to_thread(self._stage.run, job)
@@ -137,7 +140,7 @@ class ProcessRunner:
     def describe(self) -> dict[str, int]:
         return {"stage_workers": len(self._workers)}
 
-    async def compute(self, job: StageJob) -> StageDone:
+    async def compute(self, job: Job) -> Framed:
         worker = min(self._workers, key=_Worker.load)
         return await worker.compute(job)
 
@@ -226,7 +229,7 @@ class BudgetRunner:
                 self._probe.budget / MIB,
             )
 
-    async def compute(self, job: StageJob) -> StageDone:
+    async def compute(self, job: Job) -> Framed:
         if self._runner is None:
             raise StageWorkerError("the stage is not started")
         return await self._runner.compute(job)
@@ -262,7 +265,7 @@ class _Worker:
         self._process = process
         self._reader = reader
         self._writer = writer
-        self._waiting: deque[asyncio.Future[StageDone]] = deque()
+        self._waiting: deque[asyncio.Future[Framed]] = deque()
         self._reading: asyncio.Task[None] | None = None
         self._gone: StageWorkerError | None = None
 
@@ -305,10 +308,10 @@ class _Worker:
             raise failure
         self._reading = asyncio.create_task(self._read_results(), name="stage-results")
 
-    async def compute(self, job: StageJob) -> StageDone:
+    async def compute(self, job: Job) -> Framed:
         if self._gone is not None:
             raise self._gone
-        answer: asyncio.Future[StageDone] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Framed] = asyncio.get_running_loop().create_future()
         self._waiting.append(answer)
         try:
             self._write(job)

@@ -1,6 +1,6 @@
 """The engine's stage port (:class:`processor.core.ports.Stage`) on a stage runner: runs of
-fetched records become a job of plain columns, the runner computes it where it runs, and the
-result comes back with its dead letters as messages.
+fetched records become a job of plain columns, and the runner computes and frames it where it
+runs (:mod:`processor.workers.framing`).
 
 :class:`Delayed` slows every batch down by a fixed time, one batch at a time, as a slow stage
 would: tests and the demo use it to build backpressure on purpose; the hot path never sees it.
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from processor.core.ports import Stage, TopicPartition
-from processor.geo.stage import StageInput, StageJob, StageResult, finish
 from processor.messages.codec import Headers, RecordLike
+from processor.messages.jobs import BatchSpec, Framed, Job
 from processor.workers.runner import StageRunner
 
 
@@ -36,13 +36,13 @@ class RunnerStage:
         runs: Sequence[tuple[TopicPartition, Sequence[RecordLike]]],
         records: Sequence[RecordLike],
         stamps: Sequence[Headers] | None,
-        framing: Any,
-    ) -> StageResult:
-        batch = StageInput([], [], [], [])
+        framing: tuple[BatchSpec, BatchSpec],
+    ) -> Framed:
+        """``framing``: how to frame the points and the dead letters."""
+        job = Job(*framing, stamps)
         for tp, run in runs:
-            batch.extend(tp.topic, tp.partition, run)
-        done = await self.runner.compute(StageJob(batch, stamps, framing))
-        return finish(records, stamps, done)
+            job.extend(tp.topic, tp.partition, run)
+        return await self.runner.compute(job)
 
     def describe(self) -> dict[str, int]:
         return self.runner.describe()

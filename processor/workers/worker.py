@@ -1,8 +1,8 @@
-"""A stage worker process: ``python -m processor.stage_worker FD``, started by
+"""A stage worker process: ``python -m processor.workers.worker FD``, started by
 :mod:`processor.workers` with its end of a socket pair as ``FD``.
 
-It imports the stage and nothing else: not the settings (it is sent a plain
-:class:`StageSettings`), not telemetry or the Kafka consumer, and not the parent's main
+It imports the stage and the framing and nothing else: not the settings (it is sent a plain
+:class:`StageSettings`), not telemetry or the Kafka clients, and not the parent's main
 module, which a ``multiprocessing`` child re-imports whole. Messages both ways are pickles
 behind an 8-byte length: first the settings in and ``None`` (ready) or a ``ConfigError``
 out, then jobs in and ``(ok, result or exception)`` out, in order.
@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 from processor.errors import ConfigError
-from processor.geo.stage import SpatialStage
+from processor.workers.framing import Staging
 
 FRAME = struct.Struct("!Q")  # the length of the pickle that follows
 
@@ -41,7 +41,7 @@ def serve(channel: socket.socket) -> None:
         if settings is None:
             return
         try:
-            stage = SpatialStage.from_settings(settings)
+            stage = Staging.of(settings)
             stage.warm_up()
         except ConfigError as exc:  # reported by the parent as one line
             _send(channel, exc)

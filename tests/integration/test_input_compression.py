@@ -19,14 +19,9 @@ from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 from confluent_kafka import Producer
 
-from processor.kafka.batches import (
-    CODECS,
-    BatchSpec,
-    EncodedBatch,
-    KeyPartitioner,
-    PrebuiltBatch,
-    encode_batches,
-)
+from processor.kafka._aiokafka_private import PrebuiltBatch
+from processor.kafka.batches import CODECS, KeyPartitioner, encode_batches
+from processor.messages.jobs import BatchSpec, EncodedBatch
 from processor.tools.embedded_broker import EmbeddedBroker
 from processor.tools.synthetic import readings
 from tests.integration.kafka import (
@@ -157,7 +152,11 @@ async def _produce_batches(bootstrap: str, topic: str, batches: list[EncodedBatc
     await producer.start()
     try:
         for batch in batches:
-            await (await producer.send_batch(PrebuiltBatch(batch), topic, partition=0))
+            await (
+                await producer.send_batch(
+                    PrebuiltBatch(batch.data, batch.records), topic, partition=0
+                )
+            )
     finally:
         await producer.stop()
 
@@ -168,6 +167,7 @@ def zstd_batch(sample: list[tuple[bytes | None, bytes, Any]]) -> EncodedBatch:
     values = [value for _, value, _ in sample]
     headers = [_headers(i) for i in range(len(sample))]
     [batch] = encode_batches(spec, keys, values, headers, KeyPartitioner((0,)))
+    assert isinstance(batch, EncodedBatch)
     return batch
 
 

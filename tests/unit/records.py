@@ -11,9 +11,10 @@ from typing import Any
 import msgspec
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from processor.geo.stage import Outgoing, SpatialStage, StageInput, StageJob, StageResult, finish
-from processor.kafka.batches import BatchSpec, EncodedBatch
+from processor.geo.stage import SpatialStage
 from processor.messages.codec import Headers
+from processor.messages.jobs import BatchSpec, Framed, Job, Outgoing, ProduceBatch, RecordRun
+from processor.workers.framing import Staging
 
 _encoder = msgspec.json.Encoder()
 #: One output partition, so decoded points keep the input order.
@@ -64,10 +65,13 @@ def record(
     return Record(topic, partition, offset, key, value, list(headers or []))
 
 
-def messages(batches: Sequence[EncodedBatch]) -> list[Outgoing]:
-    """(key, value, headers) of the records in finished produce batches, batch by batch."""
+def messages(batches: Sequence[ProduceBatch]) -> list[Outgoing]:
+    """(key, value, headers) of the records in framed produce batches, batch by batch."""
     decoded: list[Outgoing] = []
     for batch in batches:
+        if isinstance(batch, RecordRun):
+            decoded += batch.rows
+            continue
         assert DefaultRecordBatch(batch.data).validate_crc()
         records = [(r.key, r.value, list(r.headers)) for r in DefaultRecordBatch(batch.data)]
         assert len(records) == batch.records
@@ -79,7 +83,7 @@ def messages(batches: Sequence[EncodedBatch]) -> list[Outgoing]:
 class Processed:
     """A batch through the whole stage, as the pipeline runs it, points decoded back."""
 
-    result: StageResult
+    result: Framed
     points: list[Outgoing]
     dead_letters: list[Outgoing]
     codes: Counter[str]
@@ -91,10 +95,11 @@ def process(
     stamps: Sequence[Headers] | None = None,
     spec: BatchSpec = SPEC,
 ) -> Processed:
-    batch = StageInput([], [], [], [])
+    job = Job(spec, spec, stamps)
     for (topic, partition), run in groupby(records, lambda r: (r.topic, r.partition)):
-        batch.extend(topic, partition, list(run))
-    result = finish(records, stamps, stage.run(StageJob(batch, stamps, spec)))
-    points = messages(result.points)
+        job.extend(topic, partition, list(run))
+    result = Staging(stage).run(job)
+    points, dead_letters = messages(result.points), messages(result.letters)
     assert len(points) == result.published
-    return Processed(result, points, result.dead_letters, result.codes)
+    assert len(dead_letters) == result.dead_lettered
+    return Processed(result, points, dead_letters, result.codes)

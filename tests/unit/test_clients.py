@@ -1,6 +1,7 @@
-"""processor.bare_records and processor.clients: the processor's consumer takes aiokafka's own
-records batch by batch, exactly where aiokafka's per-record path would, compressed or not;
-others are untouched. A batch that cannot be decoded stops the partition there, by name."""
+"""processor.kafka._aiokafka_private (the fetch fast path) and processor.kafka.clients: the
+processor's consumer takes aiokafka's own records batch by batch, exactly where aiokafka's
+per-record path would, compressed or not; others are untouched. A batch that cannot be
+decoded stops the partition there, by name."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from processor.config import Settings
 from processor.errors import UndecodableBatchError
-from processor.kafka.bare_records import bare_value, use_bare_records
+from processor.kafka._aiokafka_private import bare_value, use_bare_records
 from processor.kafka.batches import CODECS
 from processor.kafka.clients import make_consumer
 
@@ -186,3 +187,12 @@ async def test_the_processor_consumer_is_marked_bare_and_tuned_from_settings() -
         assert getattr(FetchResult.getall, "bare", False)
     finally:
         await consumer.stop()  # never started: stopping only marks it closed
+
+
+async def test_without_fast_paths_the_consumer_takes_aiokafkas_own_records() -> None:
+    settings = Settings(bootstrap_servers="localhost:9092", aiokafka_fast_paths=False)
+    consumer = make_consumer(settings, 1 << 30)
+    try:
+        assert consumer._value_deserializer is None
+    finally:
+        await consumer.stop()

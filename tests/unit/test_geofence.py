@@ -23,8 +23,9 @@ from pyproj import Transformer
 from processor.errors import ConfigError
 from processor.geo.geofence import Geofences
 from processor.geo.spatial import Reprojector
-from processor.geo.stage import ERROR_HEADER, SpatialStage
+from processor.geo.stage import SpatialStage
 from processor.messages.codec import DeadLetterCode
+from processor.messages.encode import ERROR_HEADER
 
 from .records import Record, process, reading, record
 

@@ -7,7 +7,8 @@ import pytest
 
 from processor.core.observer import Unobserved
 from processor.geo.spatial import Reprojector
-from processor.geo.stage import ERROR_HEADER, SpatialStage
+from processor.geo.stage import SpatialStage
+from processor.messages.encode import ERROR_HEADER
 from processor.messages.propagation import parse_traceparent, passed_on, propagate, upstreams
 
 from .records import process, reading, record

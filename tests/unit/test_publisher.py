@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from processor.kafka.batches import EncodedBatch
 from processor.kafka.publisher import Publisher
+from processor.messages.jobs import EncodedBatch
 
 
 class RecordingProducer:

@@ -13,7 +13,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from processor.geo.spatial import Reprojector
-from processor.geo.stage import ERROR_HEADER, SpatialStage
+from processor.geo.stage import SpatialStage
+from processor.messages.encode import ERROR_HEADER
 from processor.tools.synthetic import BAD_INPUTS, readings
 
 from .records import Record, process, reading, record

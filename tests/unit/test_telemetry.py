@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from processor.config import Settings
 from processor.core.stats import Stats
 from processor.errors import ConfigError
-from processor.geo.stage import StageResult
+from processor.messages.jobs import Framed
 from processor.telemetry.otel import Telemetry, exporter_names, service_resource
 
 from .records import reading, record
@@ -150,7 +150,7 @@ def test_instruments_read_stats_when_collected() -> None:
     reader = InMemoryMetricReader()
     telemetry = Telemetry(SETTINGS, metric_readers=[reader])
     telemetry.watch(_stats())
-    telemetry.begin([record(reading())], [0]).end(StageResult(), 0.02, None)
+    telemetry.begin([record(reading())], [0]).end(Framed(), 0.02, None)
     points = _points(reader)
     telemetry.shutdown()
     values = {name: {tuple(sorted(a.items())): v for a, v in p} for name, p in points.items()}
@@ -176,7 +176,7 @@ def test_instruments_read_stats_when_collected() -> None:
 def test_prometheus_text_parses_with_processor_names() -> None:
     telemetry = Telemetry(SETTINGS)
     telemetry.watch(_stats())
-    telemetry.begin([record(reading())], [0]).end(StageResult(), 0.02, None)
+    telemetry.begin([record(reading())], [0]).end(Framed(), 0.02, None)
     text = telemetry.prometheus_text().decode()
     telemetry.shutdown()
     samples = {
@@ -216,7 +216,7 @@ def test_span_processors_given_turn_tracing_on() -> None:
     telemetry = Telemetry(SETTINGS, span_processors=[SimpleSpanProcessor(exporter)])
     batch = telemetry.begin([record(reading())], [3])
     assert batch.stamps is not None
-    batch.end(StageResult(), 0.01, None)
+    batch.end(Framed(), 0.01, None)
     telemetry.shutdown()
     [span] = exporter.get_finished_spans()
     assert span.name == "process in"

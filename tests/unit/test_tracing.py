@@ -13,7 +13,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import NoOpTracer, SpanKind, StatusCode
 
 from processor.geo.spatial import Reprojector
-from processor.geo.stage import ERROR_HEADER, SpatialStage, StageResult
+from processor.geo.stage import SpatialStage
+from processor.messages.encode import ERROR_HEADER
+from processor.messages.jobs import Framed
 from processor.telemetry.tracing import BatchTracer
 
 from .records import process, reading, record
@@ -114,7 +116,7 @@ def test_links_are_distinct_and_capped(
 def test_failed_batch_span_records_the_error(
     tracer: BatchTracer, exporter: InMemorySpanExporter
 ) -> None:
-    tracer.begin([record(reading())], [0]).end(StageResult(), RuntimeError("no ack"))
+    tracer.begin([record(reading())], [0]).end(Framed(), RuntimeError("no ack"))
     [span] = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
     assert [event.name for event in span.events] == ["exception"]

@@ -1,0 +1,105 @@
+"""What crosses to the spatial stage and back: a :class:`Job` in, a :class:`Framed` result out.
+
+Both are plain columns and bytes, because a stage worker is another process and they are
+pickled on the event loop's thread, per batch: lists of bytes and ints pickle at memcpy
+speed, record objects would not. The framing types (:class:`BatchSpec`, :class:`EncodedBatch`,
+:class:`RecordRun`) are plain too: the Kafka side fills and reads them
+(:mod:`processor.kafka.batches`), the engine only passes them through.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from processor.messages.codec import Headers, RecordLike
+
+#: (key, value, headers) of one record to produce.
+Outgoing = tuple[bytes | None, bytes, Headers]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSpec:
+    """How a topic's produce batches are framed: its partitions, the producer's batch size and
+    codec, and whether they are built as finished record batches (``prebuilt``, aiokafka's
+    fast path) or handed over as records for the producer's public batch API."""
+
+    partitions: tuple[int, ...]
+    max_bytes: int
+    codec: int = 0  # the v2 record batch codec id: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd
+    prebuilt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """A finished v2 record batch for one partition (base offset 0, no producer state)."""
+
+    partition: int
+    data: bytes
+    records: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRun:
+    """A partition's records in order, for the producer to frame (the public fallback)."""
+
+    partition: int
+    rows: list[Outgoing]
+
+
+#: One partition's share of a topic's output, framed one way or the other.
+ProduceBatch = EncodedBatch | RecordRun
+
+
+@dataclass(slots=True)
+class Columns:
+    """The records of a batch as the spatial stage reads them, by row."""
+
+    values: list[bytes | None] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Job:
+    """A batch, and what its outputs need to become produce batches: what a worker gets.
+
+    ``keys`` and ``headers`` (only rows that have any) are the input records' own: a dead
+    letter keeps them. ``stamps[row]``, when given, are the headers of that row's output.
+    """
+
+    points: BatchSpec  # of the output topic
+    letters: BatchSpec  # of the dead-letter topic
+    stamps: Sequence[Headers] | None = None
+    columns: Columns = field(default_factory=Columns)
+    keys: list[bytes | None] = field(default_factory=list)
+    headers: dict[int, Headers] = field(default_factory=dict)
+
+    def extend(self, topic: str, partition: int, records: Sequence[RecordLike]) -> None:
+        """Add a run of records of one partition."""
+        columns = self.columns
+        base = len(self.keys)
+        columns.values += [r.value for r in records]
+        columns.topics += [topic] * len(records)
+        columns.partitions += [partition] * len(records)
+        columns.offsets += [r.offset for r in records]
+        self.keys += [r.key for r in records]
+        heads = [r.headers for r in records]
+        if any(heads):  # most inputs have none: one pass at C speed, and nothing to send
+            self.headers.update((base + row, list(h)) for row, h in enumerate(heads) if h)
+
+
+@dataclass(slots=True)
+class Framed:
+    """What a job came to: its points and dead letters as produce batches, and the counts."""
+
+    points: list[ProduceBatch] = field(default_factory=list)
+    letters: list[ProduceBatch] = field(default_factory=list)
+    published: int = 0
+    codes: Counter[str] = field(default_factory=Counter)  # dead letters by error code
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(self.codes.values())
