@@ -179,11 +179,13 @@ async def test_a_hot_partition_does_not_hold_up_the_others(
     produced_at: dict[bool, list[int]] = {True: [], False: []}
     for record in points:
         produced_at[json.loads(record.value)["source"]["partition"] == 0].append(record.timestamp)
-    start = min(produced_at[True] + produced_at[False])
-    others_done = max(produced_at[False]) - start
-    hot_done = max(produced_at[True]) - start
+    others_done = max(produced_at[False])
+    hot_before = sum(1 for at in produced_at[True] if at <= others_done)
+    # The order, not the speed: the hot partition was held to its share, and the others'
+    # last output came while most of the hot backlog was still to do (bench/timing.py
+    # measures the time ratio).
     assert processor.stats.pauses["partition_share"] >= 1
-    assert others_done < 0.4 * hot_done, (others_done, hot_done)
+    assert hot_before < len(produced_at[True]) // 2, (hot_before, len(produced_at[True]))
 
 
 async def test_memory_pressure_pauses_then_recovers_and_finishes(
