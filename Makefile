@@ -26,6 +26,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check processor
 	$(BIN)/mypy
+	$(BIN)/lint-imports  # the layering contracts in .importlinter
 
 test: lint
 	$(BIN)/python -m pytest

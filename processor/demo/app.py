@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.live import Live
 
@@ -33,6 +32,7 @@ from processor.demo.live import MIB, Sample, plain_line, render, take_sample
 from processor.demo.scenario import Scenario, SensorNetwork
 from processor.demo.story import story
 from processor.kafka.admin import create_topics
+from processor.kafka.clients import make_producer
 from processor.kafka.publisher import Publisher
 from processor.service import exposed
 from processor.telemetry.otel import Telemetry
@@ -146,9 +146,7 @@ async def _run(settings: Settings, scenario: Scenario, options: DemoOptions) -> 
         loop.add_signal_handler(signum, interrupt)
     telemetry = Telemetry.from_env(settings)
     processor = kafka_processor(settings, observer=telemetry)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, enable_idempotence=False
-    )
+    producer = make_producer(settings)  # the sensors' producer, with the demo's settings
     await producer.start()
     network = SensorNetwork(scenario, Publisher([producer]), settings.input_topic)
     try:

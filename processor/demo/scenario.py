@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka.partitioner import DefaultPartitioner
-
+from processor.kafka.batches import KeyPartitioner
 from processor.kafka.publisher import Publisher
 from processor.tools.synthetic import BAD_INPUTS, REGIONS, reading
 
@@ -76,14 +75,13 @@ class Scenario:
         regions = list(REGIONS)
         counts = {name: self.sensors // len(regions) for name in regions}
         counts[regions[0]] += self.sensors - sum(counts.values())
-        partitioner = DefaultPartitioner()
-        every = list(range(self.partitions))
+        partition_of = KeyPartitioner(range(self.partitions))
         ids: dict[str, list[str]] = {}
         for name in regions:
             chosen: list[str] = []
             for i in range(1_000_000):
                 sensor = f"{name}-{i:05d}"
-                hot = partitioner(sensor.encode(), every, every) in self.hot_partitions
+                hot = partition_of(sensor.encode()) in self.hot_partitions
                 if name != self.hot_region or hot:
                     chosen.append(sensor)
                 if len(chosen) == counts[name]:
@@ -110,10 +108,9 @@ class SensorNetwork:
 
     async def run(self, stop: asyncio.Event) -> None:
         network = self.scenario.network()
-        partitioner = DefaultPartitioner()
-        every = list(range(self.scenario.partitions))
+        partition_of = KeyPartitioner(range(self.scenario.partitions))
         for sensor in (s for ids in network.values() for s in ids):
-            self._partition[sensor] = partitioner(sensor.encode(), every, every)
+            self._partition[sensor] = partition_of(sensor.encode())
         owed = dict.fromkeys(network, 0.0)
         turn = dict.fromkeys(network, 0)
         started = time.monotonic()

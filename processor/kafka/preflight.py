@@ -41,7 +41,7 @@ from processor.errors import (
     ProcessorError,
     TlsHandshakeError,
 )
-from processor.kafka.clients import security_options
+from processor.kafka.clients import make_producer, security_options
 
 #: The topic settings of ``processor run``; ``processor sample`` needs only the input.
 RUN_TOPICS = ("input_topic", "output_topic", "dlq_topic")
@@ -98,6 +98,22 @@ def unreachable(settings: Settings, reason: str) -> BrokerUnavailableError:
     return BrokerUnavailableError(
         f"cannot reach {_setting('bootstrap_servers')} {settings.bootstrap_servers!r}: {reason}"
     )
+
+
+async def checked_producer(settings: Settings, topics: Sequence[str]) -> Any:
+    """A started producer, once :func:`check_cluster` passed for ``topics``; a cluster lost
+    in between is the same one line as one never reached."""
+    await check_cluster(settings, topics)
+    producer = make_producer(settings)
+    try:
+        await producer.start()
+    except KafkaConnectionError:  # the check passed a moment ago: the cluster went away
+        await producer.stop()
+        raise unreachable(settings, "lost while the producer started") from None
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
 
 
 class _Server:

@@ -18,12 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from aiokafka.errors import KafkaConnectionError
-
 from processor.config import Settings, env_name, flag_name
 from processor.core.lifecycle import unless_stopped
-from processor.kafka.clients import make_producer
-from processor.kafka.preflight import check_cluster, unreachable
+from processor.kafka.preflight import checked_producer
 from processor.tools.synthetic import readings
 
 _TICK_S = 0.05
@@ -95,7 +92,7 @@ async def publish_samples(
     stop = asyncio.Event()
     install_signals(stop.set)
     with _quiet(logging.getLogger("aiokafka")):  # its per-attempt lines: our one line says it
-        producer = await unless_stopped(lambda: _start(settings), stop)
+        producer = await unless_stopped(lambda: checked_producer(settings, ("input_topic",)), stop)
         if producer is None:
             return 0
         until = f"{pace.count:,} readings" if pace.count else "stopped (Ctrl-C)"
@@ -143,20 +140,6 @@ def _quiet(log: logging.Logger) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
-
-
-async def _start(settings: Settings) -> Any:
-    await check_cluster(settings, topics=("input_topic",))
-    producer = make_producer(settings)
-    try:
-        await producer.start()
-    except KafkaConnectionError:  # the check passed a moment ago: the cluster went away
-        await producer.stop()
-        raise unreachable(settings, "lost while the producer started") from None
-    except BaseException:
-        await producer.stop()
-        raise
-    return producer
 
 
 async def _report(tally: Tally, out: TextIO, every_s: float) -> None:

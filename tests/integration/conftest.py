@@ -1,5 +1,6 @@
-"""A real Kafka-protocol broker for the session: the cluster named by
-PROCESSOR_TEST_BOOTSTRAP_SERVERS, else the embedded Tansu broker (no Docker needed)."""
+"""A real Kafka-protocol broker for the session, chosen in :mod:`tests.integration.broker`:
+the cluster named by PROCESSOR_TEST_BOOTSTRAP_SERVERS, else Redpanda in Docker, else the
+embedded Tansu broker (no Docker needed)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from processor.tools.embedded_broker import EmbeddedBroker
+from tests.integration.broker import TestBroker, suite_broker
 from tests.integration.kafka import Topics
 
 
 @pytest.fixture(scope="session")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("PROCESSOR_TEST_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as broker:
-        yield broker.bootstrap_servers
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroker]:
+    with suite_broker(os.environ, tmp_path_factory.mktemp("broker")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def bootstrap(broker: TestBroker) -> str:
+    return broker.bootstrap_servers
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from processor.config import Settings
 from processor.kafka.admin import create_topics
 from processor.tools.embedded_broker import FAST_GROUP
+from tests.integration.broker import TestBroker
 
 DEADLINE_S = 120.0
 POLL_S = 0.02  # how often a synchronous wait looks again
@@ -43,14 +44,17 @@ class Topics:
         return self
 
 
-def settings_for(bootstrap: str, topics: Topics, tmp: Path, **overrides: Any) -> Settings:
+def settings_for(broker: TestBroker, topics: Topics, tmp: Path, **overrides: Any) -> Settings:
+    """The processor's settings for a test against ``broker``: the idempotent producer as the
+    broker allows (production's default where it can), and short group timeouts (6 s is
+    also Kafka's and Redpanda's least session timeout, so they hold for every broker)."""
     values: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        "bootstrap_servers": broker.bootstrap_servers,
         "input_topic": topics.input,
         "output_topic": topics.output,
         "dlq_topic": topics.dlq,
         "group_id": topics.group,
-        "enable_idempotence": False,
+        "enable_idempotence": broker.supports_idempotence,
         "spill_dir": tmp / "spill",
         "http_port": 0,
         **FAST_GROUP,

@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from processor.wiring import kafka_processor
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import Topics, produce, read_all, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ def _invalid(size: int, fill: bytes = b"x") -> bytes:
 
 
 async def test_dead_letters_carry_the_whole_payload_below_the_maximum_size(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     inputs = [
         (_deep(10_240), "too_deep"),
@@ -45,7 +46,7 @@ async def test_dead_letters_carry_the_whole_payload_below_the_maximum_size(
         (_invalid(3 * MAX_BYTES), "too_large"),
     ]
     await produce(bootstrap, topics.input, ((b"k", v) for v, _ in inputs), partition=0)
-    settings = settings_for(bootstrap, topics, tmp_path, max_payload_bytes=MAX_BYTES)
+    settings = settings_for(broker, topics, tmp_path, max_payload_bytes=MAX_BYTES)
     processor = kafka_processor(settings)
     running = asyncio.create_task(processor.run())
     await wait_for(lambda: processor.stats.finished >= len(inputs), what="all processed")

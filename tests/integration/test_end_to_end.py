@@ -17,6 +17,7 @@ from pyproj import Transformer
 
 from processor.tools.synthetic import readings
 from processor.wiring import kafka_processor
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import (
     Topics,
     produce,
@@ -37,7 +38,7 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 
 
 async def test_every_reading_is_published_or_dead_lettered(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     sample = list(readings(20_000, sensors=300, invalid_ratio=0.02))
     header = [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
@@ -47,7 +48,7 @@ async def test_every_reading_is_published_or_dead_lettered(
     assert len(expected_codes) >= 6
 
     frozen = gc.get_freeze_count()
-    processor = kafka_processor(settings_for(bootstrap, topics, tmp_path))
+    processor = kafka_processor(settings_for(broker, topics, tmp_path))
     running = asyncio.create_task(processor.run())
     await wait_for(lambda: processor.stats.finished >= len(sample), what="all processed")
     assert gc.get_freeze_count() > frozen  # start-up's objects are out of the collector's way
@@ -83,13 +84,16 @@ async def test_every_reading_is_published_or_dead_lettered(
 
 
 async def test_outputs_of_a_partition_keep_input_order(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     sample = [(k, v) for k, v, code in readings(3_000, sensors=20, invalid_ratio=0) if not code]
     await produce(bootstrap, topics.input, sample, partition=1)
-    processor = kafka_processor(settings_for(bootstrap, topics, tmp_path, batch_max_records=97))
+    processor = kafka_processor(settings_for(broker, topics, tmp_path, batch_max_records=97))
     running = asyncio.create_task(processor.run())
-    points = await read_all(bootstrap, topics.output, len(sample))
+    # A processor that fails (at start-up, say) ends the wait at once, with its error.
+    points = await read_all(
+        bootstrap, topics.output, lambda got: len(got) >= len(sample) or running.done()
+    )
     processor.stop()
     assert await running == 0
     by_sensor: dict[str, list[int]] = {}
@@ -103,11 +107,11 @@ async def test_outputs_of_a_partition_keep_input_order(
 
 @pytest.mark.parametrize("compression", ["gzip", "snappy", "lz4", "zstd"])
 async def test_compressed_outputs_read_back_whole(
-    bootstrap: str, topics: Topics, tmp_path: Path, compression: str
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path, compression: str
 ) -> None:
     sample = [(k, v) for k, v, code in readings(2_000, invalid_ratio=0) if not code]
     await produce(bootstrap, topics.input, sample)
-    settings = settings_for(bootstrap, topics, tmp_path, compression_type=compression)
+    settings = settings_for(broker, topics, tmp_path, compression_type=compression)
     processor = kafka_processor(settings)
     running = asyncio.create_task(processor.run())
     points = await read_all(bootstrap, topics.output, len(sample))

@@ -25,6 +25,7 @@ from processor.tools.synthetic import readings
 from processor.wiring import kafka_processor
 from processor.workers.budget import floor
 from processor.workers.runner import room_at
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,
@@ -66,11 +67,11 @@ async def _sources(bootstrap: str, topic: str, expected: int | None) -> dict[int
 
 
 async def test_burst_keeps_the_buffer_and_memory_bounded(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 200_000)
     settings = settings_for(
-        bootstrap,
+        broker,
         topics,
         tmp_path,
         buffer_max_records=2_000,
@@ -95,12 +96,12 @@ async def test_burst_keeps_the_buffer_and_memory_bounded(
 
 
 async def test_a_budget_just_above_the_floor_holds_the_processor_and_its_workers_in_a_burst(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     budget_mb = _floor_mb(tmp_path) + 8  # and what building the stage adds to the process
     count = await _preload(bootstrap, topics, 150_000)
     settings = settings_for(
-        bootstrap, topics, tmp_path, buffer_max_records=2_000, memory_limit_mb=budget_mb
+        broker, topics, tmp_path, buffer_max_records=2_000, memory_limit_mb=budget_mb
     )
     member = ProcessorProcess(settings, tmp_path / "small.log")
     try:
@@ -157,7 +158,7 @@ def _stop_summary(log: str) -> dict[str, Any]:
 
 
 async def test_a_hot_partition_does_not_hold_up_the_others(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     valid = [(k, v) for k, v, code in readings(24_000, sensors=100, invalid_ratio=0) if not code]
     await produce(bootstrap, topics.input, valid[:20_000], partition=0)
@@ -166,7 +167,7 @@ async def test_a_hot_partition_does_not_hold_up_the_others(
         await produce(bootstrap, topics.input, valid[start : start + 1_000], partition=partition)
     processor = kafka_processor(
         settings_for(
-            bootstrap,
+            broker,
             topics,
             tmp_path,
             buffer_max_records=2_000,
@@ -179,15 +180,17 @@ async def test_a_hot_partition_does_not_hold_up_the_others(
     produced_at: dict[bool, list[int]] = {True: [], False: []}
     for record in points:
         produced_at[json.loads(record.value)["source"]["partition"] == 0].append(record.timestamp)
-    start = min(produced_at[True] + produced_at[False])
-    others_done = max(produced_at[False]) - start
-    hot_done = max(produced_at[True]) - start
+    others_done = max(produced_at[False])
+    hot_before = sum(1 for at in produced_at[True] if at <= others_done)
+    # The order, not the speed: the hot partition was held to its share, and the others'
+    # last output came while most of the hot backlog was still to do (bench/timing.py
+    # measures the time ratio).
     assert processor.stats.pauses["partition_share"] >= 1
-    assert others_done < 0.4 * hot_done, (others_done, hot_done)
+    assert hot_before < len(produced_at[True]) // 2, (hot_before, len(produced_at[True]))
 
 
 async def test_memory_pressure_pauses_then_recovers_and_finishes(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 10_000)
     own = MemoryProbe(None).own()
@@ -195,7 +198,7 @@ async def test_memory_pressure_pauses_then_recovers_and_finishes(
     high = round(0.8 * own / (budget_mb * MIB), 2)  # this process alone is above it
     processor = kafka_processor(
         settings_for(
-            bootstrap,
+            broker,
             topics,
             tmp_path,
             memory_limit_mb=budget_mb,
@@ -209,11 +212,11 @@ async def test_memory_pressure_pauses_then_recovers_and_finishes(
 
 
 async def test_spill_round_trip_keeps_order_and_loses_nothing(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 20_000, invalid=0)
     processor = kafka_processor(
-        settings_for(bootstrap, topics, tmp_path, buffer_max_records=500, batch_max_records=2_000)
+        settings_for(broker, topics, tmp_path, buffer_max_records=500, batch_max_records=2_000)
     )
     summary = await _run_until_done(processor, count)
     assert summary["spilled"] > 0
@@ -226,14 +229,14 @@ async def test_spill_round_trip_keeps_order_and_loses_nothing(
 
 
 async def test_without_spill_room_the_overflow_stays_in_kafka_and_is_fetched_once(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     # A free-space reserve larger than the disk: the spill can take nothing. Before, every
     # fetch's overflow was handed back and fetched again (20,000 inputs: 300,000+ hand-backs).
     count = await _preload(bootstrap, topics, 20_000, invalid=0)
     processor = kafka_processor(
         settings_for(
-            bootstrap,
+            broker,
             topics,
             tmp_path,
             buffer_max_records=500,
@@ -251,12 +254,12 @@ async def test_without_spill_room_the_overflow_stays_in_kafka_and_is_fetched_onc
 
 
 async def test_rebalance_while_paused_keeps_pause_state_and_loses_nothing(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 30_000)
     first = kafka_processor(
         settings_for(
-            bootstrap,
+            broker,
             topics,
             tmp_path / "a",
             buffer_max_records=1_000,
@@ -264,9 +267,7 @@ async def test_rebalance_while_paused_keeps_pause_state_and_loses_nothing(
             stage_delay_ms=20,
         )
     )
-    second = kafka_processor(
-        settings_for(bootstrap, topics, tmp_path / "b", buffer_max_records=1_000)
-    )
+    second = kafka_processor(settings_for(broker, topics, tmp_path / "b", buffer_max_records=1_000))
     running = [asyncio.create_task(first.run())]
     violations: list[str] = []
 
@@ -297,11 +298,11 @@ async def test_rebalance_while_paused_keeps_pause_state_and_loses_nothing(
 
 
 async def test_kill_9_while_spilling_then_restart_loses_nothing(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 30_000)
     settings = settings_for(
-        bootstrap,
+        broker,
         topics,
         tmp_path,
         buffer_max_records=300,
@@ -384,10 +385,10 @@ class _SlowListener:
 
 
 async def test_records_fetched_before_the_listener_ran_are_not_skipped(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 5_000)
-    slow = _SlowListener(kafka_processor(settings_for(bootstrap, topics, tmp_path)))
-    await _run_until_done(slow.processor, count)
-    assert slow.early_runs >= 1
+    processor = _SlowListener(settings_for(broker, topics, tmp_path))
+    await _run_until_done(processor, count)
+    assert processor.early_runs >= 1
     assert len(await _results(bootstrap, topics, count)) == count

@@ -18,6 +18,7 @@ from pyproj import Transformer
 
 from processor.tools.synthetic import REGIONS, readings
 from processor.wiring import kafka_processor
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import Topics, produce, read_all, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
@@ -166,7 +167,7 @@ def _check_grid_points(points: list[Any]) -> None:
 
 
 async def test_readings_are_tagged_or_dead_lettered_outside(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     sample = [*readings(5_000, sensors=200, invalid_ratio=0.01, seed=17), *_grid_inputs()]
     produced = await produce(bootstrap, topics.input, ((k, v) for k, v, _ in sample))
@@ -176,7 +177,7 @@ async def test_readings_are_tagged_or_dead_lettered_outside(
     assert tagged > 2_000
 
     settings = settings_for(
-        bootstrap,
+        broker,
         topics,
         tmp_path,
         geofences=WATERSHEDS,
@@ -210,7 +211,7 @@ async def test_readings_are_tagged_or_dead_lettered_outside(
 
 
 async def test_a_crs_without_a_way_to_wgs84_is_a_dead_letter_not_a_stop(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     """ESRI:104903 (Moon 2000) parses as a CRS but has no transformation to WGS 84."""
     batch = [
@@ -220,7 +221,7 @@ async def test_a_crs_without_a_way_to_wgs84_is_a_dead_letter_not_a_stop(
     ]
     produced = await produce(bootstrap, topics.input, batch, partition=0)
     settings = settings_for(
-        bootstrap, topics, tmp_path, geofences=WATERSHEDS, outside_policy="dead_letter"
+        broker, topics, tmp_path, geofences=WATERSHEDS, outside_policy="dead_letter"
     )
     processor = kafka_processor(settings)
     running = asyncio.create_task(processor.run())

@@ -24,6 +24,7 @@ from processor.kafka.batches import CODECS, KeyPartitioner, encode_batches
 from processor.messages.jobs import BatchSpec, EncodedBatch
 from processor.tools.embedded_broker import EmbeddedBroker
 from processor.tools.synthetic import readings
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,
@@ -94,12 +95,13 @@ def _trace_id(headers: Any) -> bytes:
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 async def test_librdkafka_input_with_every_codec_is_processed_whole_with_its_headers(
-    bootstrap: str,
+    broker: TestBroker,
     topics: Topics,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     codec: str,
 ) -> None:
+    bootstrap = broker.bootstrap_servers
     sample = list(readings(1_200, sensors=60, invalid_ratio=0.05, seed=23))
     where = await asyncio.to_thread(produce_with_librdkafka, bootstrap, topics.input, codec, sample)
     assert await stored_codecs(bootstrap, topics.input) == {CODECS[codec]}
@@ -108,7 +110,7 @@ async def test_librdkafka_input_with_every_codec_is_processed_whole_with_its_hea
     assert invalid > 20
 
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")  # so points carry a traceparent
-    process = ProcessorProcess(settings_for(bootstrap, topics, tmp_path), tmp_path / "run.log")
+    process = ProcessorProcess(settings_for(broker, topics, tmp_path), tmp_path / "run.log")
     try:
         points = await read_all(bootstrap, topics.output, len(sample) - invalid)
         assert len(points) == len(sample) - invalid, process.log()[-4000:]
@@ -186,7 +188,7 @@ async def test_a_corrupt_batch_stops_the_processor_before_it_with_one_line_every
     data[-8] ^= 0xFF  # bits flipped after the producer's CRC: what disk or wire rot does
     batches = [zstd_batch(sample[:40]), replace(broken, data=bytes(data)), zstd_batch(sample[50:])]
     await _produce_batches(bootstrap, topics.input, batches)
-    settings = settings_for(bootstrap, topics, tmp_path)
+    settings = settings_for(TestBroker.embedded(bootstrap), topics, tmp_path)
     line = (
         f"fatal: cannot decode the record batch of topic {topics.input} partition 0 "
         "at offset 40: CRC mismatch (corrupt bytes)"

@@ -25,6 +25,7 @@ from processor.telemetry.otel import Telemetry
 from processor.tools.embedded_broker import free_port
 from processor.tools.synthetic import readings
 from processor.wiring import kafka_processor
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import (
     Topics,
     env_for,
@@ -51,7 +52,7 @@ def _trace_and_span(record: Any) -> tuple[str, str]:
 
 
 async def test_traceparent_flows_from_inputs_through_batch_spans_to_outputs(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     sample = list(readings(800, sensors=40, invalid_ratio=0.05, seed=11))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
@@ -71,7 +72,7 @@ async def test_traceparent_flows_from_inputs_through_batch_spans_to_outputs(
         offsets[i % 2] += 1
 
     exporter = InMemorySpanExporter()
-    settings = settings_for(bootstrap, topics, tmp_path, batch_max_records=100)
+    settings = settings_for(broker, topics, tmp_path, batch_max_records=100)
     telemetry = Telemetry(settings, span_processors=[SimpleSpanProcessor(exporter)])
     processor = kafka_processor(settings, observer=telemetry)
     async with exposed(processor, telemetry, "127.0.0.1", 0):
@@ -116,12 +117,13 @@ def _passed_on(i: int) -> bytes | None:
 
 @pytest.mark.parametrize("observer", ["OTEL_TRACES_EXPORTER=none", "no observer"])
 async def test_without_a_trace_exporter_outputs_and_dead_letters_keep_upstream_context(
-    bootstrap: str,
+    broker: TestBroker,
     topics: Topics,
     tmp_path: Path,
     observer: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    bootstrap = broker.bootstrap_servers
     sample = list(readings(400, sensors=40, invalid_ratio=0.1, seed=5))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
     await producer.start()
@@ -135,7 +137,7 @@ async def test_without_a_trace_exporter_outputs_and_dead_letters_keep_upstream_c
         await producer.stop()
     sent = {(i % 2, i // 2): _passed_on(i) for i in range(len(sample))}  # (partition, offset)
 
-    settings = settings_for(bootstrap, topics, tmp_path, batch_max_records=64)
+    settings = settings_for(broker, topics, tmp_path, batch_max_records=64)
     telemetry = None
     if observer == "no observer":
         processor = kafka_processor(settings)
@@ -185,14 +187,18 @@ def _assert_context_and_no_payloads(records: list[logging.LogRecord]) -> None:
 
 
 async def test_metrics_and_health_while_backpressure_engages(
-    bootstrap: str, topics: Topics, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    broker: TestBroker,
+    bootstrap: str,
+    topics: Topics,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="processor")
     count = await produce(
         bootstrap, topics.input, ((k, v) for k, v, _ in readings(3_000, invalid_ratio=0.02))
     )
     settings = settings_for(
-        bootstrap, topics, tmp_path, buffer_max_records=200, batch_max_records=50,
+        broker, topics, tmp_path, buffer_max_records=200, batch_max_records=50,
         stage_delay_ms=15,
     )  # fmt: skip
     reader = InMemoryMetricReader()
@@ -259,7 +265,7 @@ async def test_metrics_and_health_while_backpressure_engages(
 
 
 async def test_processor_run_serves_http_and_exports_spans_as_configured(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await produce(
         bootstrap,
@@ -268,7 +274,7 @@ async def test_processor_run_serves_http_and_exports_spans_as_configured(
         headers=[("traceparent", UPSTREAM[0])],
     )
     port = free_port()
-    settings = settings_for(bootstrap, topics, tmp_path, http_port=port, http_host="127.0.0.1")
+    settings = settings_for(broker, topics, tmp_path, http_port=port, http_host="127.0.0.1")
     env = {**env_for(settings), "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "t-1"}
     with (tmp_path / "run.log").open("wb") as log:
         process = await asyncio.create_subprocess_exec(

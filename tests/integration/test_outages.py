@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from processor.kafka.probe import broker_probe
 from processor.tools.embedded_broker import EmbeddedBroker, free_port
 from processor.tools.synthetic import readings
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,
@@ -115,7 +116,7 @@ async def test_a_frozen_broker_is_one_warning_then_one_line_and_nothing_is_lost(
         port = free_port()
         # Slow batches: processing is still under way when the broker freezes.
         settings = settings_for(
-            bootstrap, topics, tmp_path, http_port=port, http_host="127.0.0.1",
+            TestBroker.embedded(bootstrap), topics, tmp_path, http_port=port, http_host="127.0.0.1",
             stage_delay_ms=100, batch_max_records=100,
         )  # fmt: skip
         with running(settings, tmp_path / "run.log") as process:
@@ -154,7 +155,11 @@ async def test_connection_resets_log_a_few_lines_not_hundreds(tmp_path: Path) ->
             before = await _produce(bootstrap, topics.input, 1_000, seed=3)
             port = free_port()
             settings = settings_for(
-                bootstrap, topics, tmp_path, http_port=port, http_host="127.0.0.1"
+                TestBroker.embedded(bootstrap),
+                topics,
+                tmp_path,
+                http_port=port,
+                http_host="127.0.0.1",
             )
             with running(settings, tmp_path / "run.log") as process:
                 async with probing(port) as probes:
@@ -195,7 +200,7 @@ async def test_a_slow_group_join_is_alive_not_ready_and_logged(tmp_path: Path) -
         # This broker answers a JoinGroup after about half the session timeout: ~35 s, longer
         # than the 30 s after which the old /healthz failed a fetch loop waiting in getmany.
         settings = settings_for(
-            bootstrap, topics, tmp_path, http_port=port, http_host="127.0.0.1",
+            TestBroker.embedded(bootstrap), topics, tmp_path, http_port=port, http_host="127.0.0.1",
             session_timeout_ms=70_000, heartbeat_interval_ms=3_000,
         )  # fmt: skip
         with running(settings, tmp_path / "run.log") as process:

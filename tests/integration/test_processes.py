@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from processor.tools.synthetic import readings
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,
@@ -55,11 +56,11 @@ async def _all_accounted(bootstrap: str, topics: Topics, valid: int, invalid: in
 
 
 async def test_kill_9_mid_stream_then_restart_loses_nothing(
-    bootstrap: str, topics: Topics, tmp_path: Path, record_property: Any
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path, record_property: Any
 ) -> None:
     valid, invalid = await _produce_sample(bootstrap, topics)
     settings = settings_for(
-        bootstrap,
+        broker,
         topics,
         tmp_path,
         stage_delay_ms=25,
@@ -94,10 +95,10 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
 
 
 async def test_two_members_share_the_group_and_lose_nothing_when_one_stops(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     valid, invalid = await _produce_sample(bootstrap, topics)
-    settings = settings_for(bootstrap, topics, tmp_path, stage_delay_ms=40, batch_max_records=250)
+    settings = settings_for(broker, topics, tmp_path, stage_delay_ms=40, batch_max_records=250)
     members = [
         ProcessorProcess(
             settings.model_copy(update={"spill_dir": tmp_path / f"spill-{i}"}),

@@ -20,6 +20,7 @@ import yaml
 
 from processor.tools.embedded_broker import free_port
 from processor.tools.synthetic import readings
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import ProcessorProcess, Topics, produce, settings_for, wait_for
 from tests.monitoring import ALERTS, binary, dashboard_exprs, used_metrics, with_variables
 
@@ -86,14 +87,14 @@ async def wait_until_empty(what: str, missing: Any) -> None:
 
 
 async def test_prometheus_scrapes_every_metric_the_dashboard_and_the_alerts_use(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await produce(
         bootstrap, topics.input, ((k, v) for k, v, _ in readings(2_000, invalid_ratio=0.05))
     )
     port = free_port()
     settings = settings_for(
-        bootstrap, topics, tmp_path, http_port=port, http_host="127.0.0.1", batch_max_records=200
+        broker, topics, tmp_path, http_port=port, http_host="127.0.0.1", batch_max_records=200
     )
     processor = ProcessorProcess(settings, tmp_path / "processor.log")
     try:

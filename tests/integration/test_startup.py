@@ -20,6 +20,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.tools.embedded_broker import EmbeddedBroker, free_port
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import Topics, env_for, poll_until, settings_for
 
 pytestmark = pytest.mark.integration
@@ -102,9 +103,9 @@ class Run:
 def launch(tmp_path: Path) -> Iterator[Callable[..., Run]]:
     runs: list[Run] = []
 
-    def start(bootstrap: str, topics: Topics, **overrides: Any) -> Run:
+    def start(broker: TestBroker, topics: Topics, **overrides: Any) -> Run:
         settings = settings_for(
-            bootstrap,
+            broker,
             topics,
             tmp_path,
             request_timeout_ms=REQUEST_TIMEOUT_MS,
@@ -160,7 +161,7 @@ def _one_line_exit_2(run: Run) -> str:
 def test_a_refused_scram_login_is_one_line_naming_the_settings(
     auth_broker: str, launch: Callable[..., Run], mechanism: str
 ) -> None:
-    run = launch(auth_broker, Topics.fresh(), **_sasl(mechanism))
+    run = launch(TestBroker.embedded(auth_broker), Topics.fresh(), **_sasl(mechanism))
     line = _one_line_exit_2(run)
     assert "authentication failed" in line
     for setting in (
@@ -178,7 +179,7 @@ def test_a_refused_scram_login_is_one_line_naming_the_settings(
 def test_a_mechanism_the_broker_does_not_offer_is_named_as_such(
     auth_broker: str, launch: Callable[..., Run]
 ) -> None:
-    run = launch(auth_broker, Topics.fresh(), **_sasl("PLAIN"))
+    run = launch(TestBroker.embedded(auth_broker), Topics.fresh(), **_sasl("PLAIN"))
     line = _one_line_exit_2(run)
     assert "authentication failed" in line
     assert "refused SASL mechanism PLAIN" in line
@@ -189,24 +190,24 @@ def test_a_mechanism_the_broker_does_not_offer_is_named_as_such(
 def test_no_login_against_a_broker_that_requires_one_names_the_protocol(
     auth_broker: str, launch: Callable[..., Run]
 ) -> None:
-    run = launch(auth_broker, Topics.fresh())
+    run = launch(TestBroker.embedded(auth_broker), Topics.fresh())
     line = _one_line_exit_2(run)
     assert "may want a SASL login" in line
     assert "PROCESSOR_SECURITY_PROTOCOL (--security-protocol) PLAINTEXT" in line
 
 
 def test_an_unreachable_broker_is_still_called_unreachable(launch: Callable[..., Run]) -> None:
-    run = launch(f"127.0.0.1:{free_port()}", Topics.fresh())
+    run = launch(TestBroker.embedded(f"127.0.0.1:{free_port()}"), Topics.fresh())
     line = _one_line_exit_2(run)
     assert "cannot reach PROCESSOR_BOOTSTRAP_SERVERS (--bootstrap-servers)" in line
     assert "connection refused" in line
 
 
 async def test_a_missing_input_topic_is_named_and_not_created(
-    bootstrap: str, topics: Topics, launch: Callable[..., Run]
+    broker: TestBroker, bootstrap: str, topics: Topics, launch: Callable[..., Run]
 ) -> None:
     missing = f"in-missing-{uuid.uuid4().hex[:8]}"
-    run = launch(bootstrap, topics, input_topic=missing)
+    run = launch(broker, topics, input_topic=missing)
     line = await asyncio.to_thread(_one_line_exit_2, run)
     assert f"invalid setting PROCESSOR_INPUT_TOPIC (--input-topic): topic {missing!r}" in line
     assert "does not exist" in line
@@ -238,19 +239,19 @@ def _stopped_cleanly(run: Run) -> float:
 
 
 def test_sigterm_while_the_stage_workers_start_exits_0(
-    bootstrap: str, topics: Topics, launch: Callable[..., Run]
+    broker: TestBroker, topics: Topics, launch: Callable[..., Run]
 ) -> None:
-    run = launch(bootstrap, topics)
+    run = launch(broker, topics)
     run.wait_until(lambda: bool(run.workers), "a stage worker")
     _stopped_cleanly(run)
     assert "stopped during start-up" in run.output()
 
 
 def test_sigterm_while_joining_the_group_exits_0_within_the_shutdown_timeout(
-    bootstrap: str, topics: Topics, launch: Callable[..., Run]
+    broker: TestBroker, topics: Topics, launch: Callable[..., Run]
 ) -> None:
     # This broker answers a join after half the session timeout: 30 s here.
-    run = launch(bootstrap, topics, session_timeout_ms=60_000, heartbeat_interval_ms=3_000)
+    run = launch(broker, topics, session_timeout_ms=60_000, heartbeat_interval_ms=3_000)
     run.wait_until(
         lambda: any(m in run.output() for m in ("joining the consumer group", "revoked")),
         "the group join begin",
@@ -260,10 +261,10 @@ def test_sigterm_while_joining_the_group_exits_0_within_the_shutdown_timeout(
 
 
 def test_sigterm_before_the_event_loop_runs_exits_0(
-    bootstrap: str, topics: Topics, launch: Callable[..., Run]
+    broker: TestBroker, topics: Topics, launch: Callable[..., Run]
 ) -> None:
     """While the interpreter still imports the processor (a second or two)."""
-    run = launch(bootstrap, topics)
+    run = launch(broker, topics)
     run.wait_until(lambda: _imported_numpy(run.process.pid), "the imports under way")
     _stopped_cleanly(run)
     assert "stopped during start-up" in run.output()
@@ -284,7 +285,7 @@ async def test_the_idempotent_producer_on_a_broker_without_it_is_one_line_naming
     """The embedded broker (whatever the session's cluster) refuses aiokafka's InitProducerId."""
     with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
         topics = await Topics.fresh().create(broker.bootstrap_servers)
-        run = launch(broker.bootstrap_servers, topics, enable_idempotence=True)
+        run = launch(TestBroker.embedded(broker.bootstrap_servers), topics, enable_idempotence=True)
         line = await asyncio.to_thread(_one_line_exit_2, run)
     assert line.startswith(
         "processor: invalid setting PROCESSOR_ENABLE_IDEMPOTENCE (--enable-idempotence): "

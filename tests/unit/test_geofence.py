@@ -4,8 +4,8 @@ refused at start, the outside policy, and heavy geometry kept off the event loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import time
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -642,30 +642,28 @@ def heavy(tmp_path_factory: pytest.TempPathFactory) -> tuple[SpatialStage, list[
     return stage, records
 
 
-async def _max_gap_while(work: Any) -> tuple[float, float]:
-    """(longest gap between ticks of a 5 ms ticker, seconds the work took)."""
-    gaps: list[float] = []
+async def _ticks_during(work: Any) -> int:
+    """How often a ticker on the event loop ran while ``work`` was under way."""
     started = asyncio.Event()
-    done = False
+    working = False
+    ticks = 0
 
     async def ticker() -> None:
-        last = time.perf_counter()
-        while not done:
+        nonlocal ticks
+        while True:
             await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
+            ticks += working
             started.set()
 
     task = asyncio.create_task(ticker())
     await started.wait()
-    gaps.clear()
-    begin = time.perf_counter()
+    working = True
     await work()
-    elapsed = time.perf_counter() - begin
-    done = True
-    await task
-    return max(gaps), elapsed
+    working = False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return ticks
 
 
 async def test_tagging_in_a_worker_thread_keeps_the_loop_responsive(
@@ -680,8 +678,8 @@ async def test_tagging_in_a_worker_thread_keeps_the_loop_responsive(
     async def inline() -> None:
         outcome.append(process(stage, records))
 
-    gap_thread, seconds_thread = await _max_gap_while(in_thread)
-    gap_inline, seconds_inline = await _max_gap_while(inline)
+    ticks_thread = await _ticks_during(in_thread)
+    ticks_inline = await _ticks_during(inline)
 
     threaded, blocking = outcome
     assert len(threaded.points) == HEAVY_RECORDS
@@ -689,7 +687,7 @@ async def test_tagging_in_a_worker_thread_keeps_the_loop_responsive(
     assert sum(1 for regions in tagged if len(regions) > 1) > 1_000
     assert threaded.points == blocking.points
 
-    assert seconds_thread > 0.2, f"work too light to mean anything: {seconds_thread:.3f}s"
-    assert gap_thread < 0.5 * seconds_thread, (gap_thread, seconds_thread)
-    # The contrast: run inline, the loop does not tick at all until the batch is done.
-    assert gap_inline > 0.8 * seconds_inline, (gap_inline, seconds_inline)
+    # The order of events, not their timing (bench/timing.py measures the gaps): the loop
+    # ran while the thread tagged; run inline, it did not run at all until the batch was done.
+    assert ticks_thread >= 1
+    assert ticks_inline == 0

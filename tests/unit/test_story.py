@@ -6,9 +6,7 @@ from processor.demo.live import Sample
 from processor.demo.story import paused_seconds, story
 
 
-def _sample(
-    elapsed: float, paused: dict[int, tuple[str, ...]], lag: dict[int, int]
-) -> Sample:
+def _sample(elapsed: float, paused: dict[int, tuple[str, ...]], lag: dict[int, int]) -> Sample:
     return Sample(
         elapsed=elapsed,
         phase="calm",
@@ -49,8 +47,7 @@ def test_the_story_names_who_was_held_what_kafka_held_and_when_it_drained() -> N
     assert lines == [
         "held back on their own (partition_share): partition 0 for 4.0 s",
         "partitions 1, 2 were never held back for their share: the burst did not hold them up",
-        "Kafka held up to 1,000 readings at once (t=2 s), 90% of them on the burst's "
-        "partitions 0",
+        "Kafka held up to 1,000 readings at once (t=2 s), 90% of them on the burst's partitions 0",
         "every partition paused together (buffer full) for 0.5 s in all, when the burst "
         "outran the stage",
         "the backlog was drained at t=5 s, 2 s after its peak",
