@@ -62,6 +62,10 @@ class Computed:
 
 
 class SpatialStage:
+    """Validates and reprojects a batch's columns in one vectorized pass: every row becomes a
+    point (its key, its output bytes) or a dead letter (its code and bytes), never neither.
+    Synchronous and stateless between batches, so any worker can take any batch."""
+
     def __init__(
         self,
         reprojector: Reprojector,

@@ -23,6 +23,10 @@ from processor.messages.jobs import BatchSpec, EncodedBatch, Outgoing, ProduceBa
 
 
 class Publisher:
+    """Sends framed batches to a topic's partitions through ``producers`` (partition ``p`` by
+    producer ``p % len(producers)``), in order within a partition; each send returns futures
+    that resolve when the broker acknowledged the batch, or fail after the client's retries."""
+
     def __init__(
         self,
         producers: Sequence[Any],

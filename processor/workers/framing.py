@@ -54,7 +54,7 @@ class Framer:
         return partitioner
 
 
-class Staging:
+class StageThenFrame:
     """What a worker runs per job: the spatial stage, then the framing."""
 
     def __init__(self, stage: SpatialStage) -> None:
@@ -62,7 +62,7 @@ class Staging:
         self._framer = Framer()
 
     @classmethod
-    def of(cls, settings: StageSettings) -> Staging:
+    def of(cls, settings: StageSettings) -> StageThenFrame:
         """Raises ConfigError for a stage ``settings`` cannot build."""
         return cls(SpatialStage.from_settings(settings))
 

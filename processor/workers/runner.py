@@ -3,8 +3,9 @@ thread of this process.
 
 The event loop's thread does the Kafka side (unpacking fetched records, sending produce
 batches), and that alone keeps one core busy at full speed. Decoding, reprojecting,
-encoding and framing a batch into produce batches (:class:`~processor.workers.framing.Staging`)
-costs about as much again and holds the GIL, so in a thread it halves the rate; in a worker
+encoding and framing a batch into produce batches
+(:class:`~processor.workers.framing.StageThenFrame`) costs about as much again and holds the
+GIL, so in a thread it halves the rate; in a worker
 process it runs on a core of its own. Work crosses the process boundary as columns and bytes
 (:class:`~processor.messages.jobs.Job` in: lists of bytes and ints;
 :class:`~processor.messages.jobs.Framed` out: finished record batches), which pickle at
@@ -54,7 +55,7 @@ from processor.workers.budget import (
     wanted_workers,
     workers_that_fit,
 )
-from processor.workers.framing import Staging
+from processor.workers.framing import StageThenFrame
 from processor.workers.worker import FRAME, unpickle
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class StageRunner(Protocol):
+    """Computes jobs, in the order given, where the stage runs: ``start`` before the first,
+    ``close`` after the last; a worker that dies fails its job with StageWorkerError."""
+
     #: Batches worth computing ahead of the one being published.
     parallelism: int
 
@@ -86,7 +90,7 @@ class ThreadRunner:
     parallelism = 1
 
     def __init__(self, settings: Settings) -> None:
-        self._stage = Staging.of(StageSettings.of(settings))
+        self._stage = StageThenFrame.of(StageSettings.of(settings))
 
     async def start(self) -> None:
         await asyncio.to_thread(self._stage.warm_up)

@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 from processor.errors import ConfigError
-from processor.workers.framing import Staging
+from processor.workers.framing import StageThenFrame
 
 FRAME = struct.Struct("!Q")  # the length of the pickle that follows
 
@@ -41,7 +41,7 @@ def serve(channel: socket.socket) -> None:
         if settings is None:
             return
         try:
-            stage = Staging.of(settings)
+            stage = StageThenFrame.of(settings)
             stage.warm_up()
         except ConfigError as exc:  # reported by the parent as one line
             _send(channel, exc)

@@ -14,6 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from processor.messages.encode import ERROR_HEADER
 from processor.tools.synthetic import readings
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import (
     ProcessorProcess,
     Topics,
@@ -30,7 +31,7 @@ SITE = ("site", b"north")
 
 
 async def test_every_record_is_published_or_dead_lettered_and_committed_through_public_api(
-    bootstrap: str, topics: Topics, tmp_path: Path
+    broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     headed = list(readings(3_000, sensors=50, invalid_ratio=0.05, seed=1))
     bare = list(readings(3_000, sensors=50, invalid_ratio=0.05, seed=2))
@@ -41,7 +42,7 @@ async def test_every_record_is_published_or_dead_lettered_and_committed_through_
     invalid = sum(expected_codes.values())
     assert invalid > 100
 
-    settings = settings_for(bootstrap, topics, tmp_path, aiokafka_fast_paths=False)
+    settings = settings_for(broker, topics, tmp_path, aiokafka_fast_paths=False)
     process = ProcessorProcess(settings, tmp_path / "run.log")
     try:
         points = await read_all(bootstrap, topics.output, len(sample) - invalid)

@@ -388,7 +388,7 @@ async def test_records_fetched_before_the_listener_ran_are_not_skipped(
     broker: TestBroker, bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     count = await _preload(bootstrap, topics, 5_000)
-    processor = _SlowListener(settings_for(broker, topics, tmp_path))
-    await _run_until_done(processor, count)
-    assert processor.early_runs >= 1
+    slow = _SlowListener(kafka_processor(settings_for(broker, topics, tmp_path)))
+    await _run_until_done(slow.processor, count)
+    assert slow.early_runs >= 1
     assert len(await _results(bootstrap, topics, count)) == count

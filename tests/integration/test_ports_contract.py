@@ -19,6 +19,7 @@ from processor.core.ports import Connection, Stage, TopicPartition
 from processor.kafka.connection import KafkaConnector
 from processor.workers.runner import ThreadRunner
 from processor.workers.stage_port import RunnerStage
+from tests.integration.broker import TestBroker
 from tests.integration.kafka import DEADLINE_S, Topics, produce, read_all, settings_for
 from tests.support.memory_broker import VALID, CountingStage, MemoryBroker, MemoryConnector
 
@@ -88,21 +89,21 @@ class _Harness:
 
 @pytest.fixture(params=["memory", "kafka"])
 async def harness(
-    request: pytest.FixtureRequest, bootstrap: str, tmp_path: Path
+    request: pytest.FixtureRequest, broker: TestBroker, bootstrap: str, tmp_path: Path
 ) -> AsyncIterator[_Harness]:
     listener = _Listener()
     if request.param == "memory":
-        broker = MemoryBroker()
+        memory = MemoryBroker()
         topic = "in"
-        connection = broker.connection()
+        connection = memory.connection()
         connector = MemoryConnector(
             connection, {TopicPartition(topic, p) for p in range(PARTITIONS)}
         )
         await connector.connect(listener)
-        yield _Harness("memory", connection, listener, CountingStage(), topic, memory=broker)
+        yield _Harness("memory", connection, listener, CountingStage(), topic, memory=memory)
         return
     topics = await Topics.fresh().create(bootstrap, PARTITIONS)
-    settings = settings_for(bootstrap, topics, tmp_path)
+    settings = settings_for(broker, topics, tmp_path)
     kafka = await KafkaConnector(settings, 1 << 30).connect(listener)
     stage = RunnerStage(ThreadRunner(settings))
     await stage.start()

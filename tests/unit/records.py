@@ -14,7 +14,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from processor.geo.stage import SpatialStage
 from processor.messages.codec import Headers
 from processor.messages.jobs import BatchSpec, Framed, Job, Outgoing, ProduceBatch, RecordRun
-from processor.workers.framing import Staging
+from processor.workers.framing import StageThenFrame
 
 _encoder = msgspec.json.Encoder()
 #: One output partition, so decoded points keep the input order.
@@ -98,7 +98,7 @@ def process(
     job = Job(spec, spec, stamps)
     for (topic, partition), run in groupby(records, lambda r: (r.topic, r.partition)):
         job.extend(topic, partition, list(run))
-    result = Staging(stage).run(job)
+    result = StageThenFrame(stage).run(job)
     points, dead_letters = messages(result.points), messages(result.letters)
     assert len(points) == result.published
     assert len(dead_letters) == result.dead_lettered

@@ -25,7 +25,7 @@ from processor.geo.stage import SpatialStage
 from processor.messages.jobs import BatchSpec, Framed, Job
 from processor.tools.synthetic import readings
 from processor.workers.budget import MIB, floor, wanted_workers
-from processor.workers.framing import Staging
+from processor.workers.framing import StageThenFrame
 from processor.workers.runner import (
     ProcessRunner,
     StageRunner,
@@ -58,7 +58,7 @@ def batch(count: int = 500) -> Job:
 
 
 def in_process(settings: Settings, work: Job) -> Framed:
-    return Staging(SpatialStage.from_settings(settings)).run(work)
+    return StageThenFrame(SpatialStage.from_settings(settings)).run(work)
 
 
 def content(done: Framed) -> tuple[Any, ...]:
