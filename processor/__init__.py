@@ -28,18 +28,20 @@ if TYPE_CHECKING:
     from processor.config import Settings
     from processor.core.pipeline import Processor
     from processor.errors import ConfigError
+    from processor.wiring import kafka_processor
 
 try:
     __version__ = version("geo-stream-processor")
 except PackageNotFoundError:  # run from a checkout that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["ConfigError", "Processor", "Settings", "__version__"]
+__all__ = ["ConfigError", "Processor", "Settings", "__version__", "kafka_processor"]
 
 _EXPORTS = {
     "ConfigError": "processor.errors",
     "Processor": "processor.core.pipeline",
     "Settings": "processor.config",
+    "kafka_processor": "processor.wiring",
 }
 
 
