@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.config import Settings
 from processor.kafka.admin import create_topics
@@ -267,3 +268,13 @@ class ProcessorProcess:
             with contextlib.suppress(ValueError):
                 found.append(json.loads(line))
         return found
+
+
+async def topic_names(bootstrap: str) -> set[str]:
+    """The topics the broker has."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()

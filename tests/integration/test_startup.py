@@ -17,11 +17,10 @@ from typing import Any
 
 import psutil
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.tools.embedded_broker import EmbeddedBroker, free_port
 from tests.integration.broker import TestBroker
-from tests.integration.kafka import Topics, env_for, poll_until, settings_for
+from tests.integration.kafka import Topics, env_for, poll_until, settings_for, topic_names
 
 pytestmark = pytest.mark.integration
 
@@ -211,16 +210,9 @@ async def test_a_missing_input_topic_is_named_and_not_created(
     line = await asyncio.to_thread(_one_line_exit_2, run)
     assert f"invalid setting PROCESSOR_INPUT_TOPIC (--input-topic): topic {missing!r}" in line
     assert "does not exist" in line
-    assert missing not in await _topic_names(bootstrap)
+    assert missing not in await topic_names(bootstrap)
 
 
-async def _topic_names(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 def _stopped_cleanly(run: Run) -> float:

@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.tools.embedded_broker import EmbeddedBroker
 from tests.integration.broker import BOOTSTRAP_ENV, IDEMPOTENCE_ENV
-from tests.integration.kafka import read_all
+from tests.integration.kafka import read_all, topic_names
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +47,6 @@ def _pytest_against(bootstrap: str, tmp_path: Path, **env: str) -> subprocess.Co
     )
 
 
-async def _topic_names(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 async def test_the_suite_runs_against_the_cluster_it_is_given(tmp_path: Path) -> None:
@@ -67,7 +59,7 @@ async def test_the_suite_runs_against_the_cluster_it_is_given(tmp_path: Path) ->
         # The test's topics and its outputs are on this broker: it ran here, not elsewhere.
         [output] = [
             name
-            for name in await _topic_names(cluster.bootstrap_servers)
+            for name in await topic_names(cluster.bootstrap_servers)
             if name.startswith("out-")
         ]
         assert len(await read_all(cluster.bootstrap_servers, output, None)) == 3_000
