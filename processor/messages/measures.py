@@ -47,13 +47,14 @@ def _views(fields: tuple[str, ...]) -> _Views:
     rename = dict(zip(names, fields, strict=True))
 
     def view(kind: Any) -> type:
-        spec = [("timestamp", str), *((name, kind, None) for name in names)]
+        spec: list[tuple[str, Any, Any]] = [("timestamp", str, msgspec.NODEFAULT)]
+        spec += [(name, kind, None) for name in names]
         return msgspec.defstruct("_Measured", spec, rename=rename)
 
     return _Views(
         msgspec.json.Decoder(view(float | None)),
         msgspec.json.Decoder(view(Any), float_hook=float),
-        operator.attrgetter("timestamp", *names),  # type: ignore[arg-type]
+        operator.attrgetter("timestamp", *names),
     )
 
 
