@@ -1,12 +1,11 @@
 """Durable per-partition state on local disk (``PROCESSOR_STATE_DIR``), for fast restarts.
 
 RocksDB through rocksdict, one database per input partition, as Quix Streams keeps it; chosen
-by ``python -m bench.state_store`` (bench/README.md): a durable write costs the rows that
-changed (1,000 rows: 5 ms p50; 10,000: 43 ms, into a partition of 100,000 sensors), where a
-columnar snapshot file costs the whole partition on every batch (37 ms for 1,000 changed
-rows of 100,000, growing with the partition) and SQLite in WAL mode 5-10x more (47 / 262 ms).
-Restoring 1,000,000 sensors takes 1.2 s (the file 0.2 s, SQLite 1.1 s): it happens once per
-assignment, writes happen every batch.
+by ``python -m bench.state_store`` (figures in bench/README.md): a durable write costs the rows
+that changed (1,000 rows of a 100,000-sensor partition: ~4-5 ms p50), where a columnar
+snapshot file costs the whole partition on every batch (~40 ms, growing with the partition)
+and SQLite in WAL mode ~10x RocksDB. Restoring 1,000,000 sensors takes 1.2-1.7 s (the file
+0.2 s), but it happens once per assignment; writes happen after every batch.
 
 Each ``write`` is one RocksDB ``WriteBatch``: the rows and the partition's metadata record
 (which offsets the state includes) land together or not at all, and ``sync=True`` fsyncs
