@@ -11,6 +11,8 @@
     ├── DeliveryFailedError        the broker did not acknowledge a write; nothing past it is
     │                              committed and the processor stops so a restart re-reads it
     ├── SpillError                 a spill segment could not be written or read
+    ├── StateError                 the local state store (PROCESSOR_STATE_DIR) could not be
+    │                              opened, written or read
     ├── StageWorkerError           a stage worker process died; the processor stops (exit 1)
     │                              and a restart re-reads everything not yet committed
     └── UndecodableBatchError      a fetched record batch cannot be decoded (corrupt, CRC
@@ -54,6 +56,10 @@ class CommitFailedError(ProcessorError):
 
 class SpillError(ProcessorError):
     """The spill directory could not be used."""
+
+
+class StateError(ProcessorError):
+    """The local state store could not be used; the message names PROCESSOR_STATE_DIR."""
 
 
 class StageWorkerError(ProcessorError):
