@@ -11,6 +11,8 @@
     ├── DeliveryFailedError        the broker did not acknowledge a write; nothing past it is
     │                              committed and the processor stops so a restart re-reads it
     ├── SpillError                 a spill segment could not be written or read
+    ├── StateError                 saved window state cannot be used: unreadable, or written
+    │                              under other window settings
     ├── StageWorkerError           a stage worker process died; the processor stops (exit 1)
     │                              and a restart re-reads everything not yet committed
     └── UndecodableBatchError      a fetched record batch cannot be decoded (corrupt, CRC
@@ -54,6 +56,11 @@ class CommitFailedError(ProcessorError):
 
 class SpillError(ProcessorError):
     """The spill directory could not be used."""
+
+
+class StateError(ProcessorError):
+    """Saved window state cannot be restored: its bytes are unreadable, or it was written under
+    other window settings (length, lateness, fields, dedup), so it would count differently."""
 
 
 class StageWorkerError(ProcessorError):
