@@ -28,14 +28,14 @@ def locate(major: I64, minor: I64, q_major: I64, q_minor: I64) -> I64:
     in a million rows (measured here, numpy 2.4).
     """
     lo = np.searchsorted(major, q_major, "left")
-    hi = np.searchsorted(major, q_major, "right")
-    active = np.flatnonzero(lo < hi)
-    while active.size:
-        mid = (lo[active] + hi[active]) // 2
-        right = minor[mid] < q_minor[active]
-        lo[active[right]] = mid[right] + 1
-        hi[active[~right]] = mid[~right]
-        active = active[lo[active] < hi[active]]
+    size = np.searchsorted(major, q_major, "right") - lo
+    last = max(minor.size - 1, 0)
+    while size.size and size.max() > 0:  # branchless: ~log2(the longest run) passes
+        half = size >> 1
+        mid = lo + half
+        right = (size > 0) & (minor[np.minimum(mid, last)] < q_minor)
+        lo = np.where(right, mid + 1, lo)
+        size = np.where(right, size - half - 1, half)
     return lo
 
 
@@ -46,15 +46,6 @@ def find(major: I64, minor: I64, q_major: I64, q_minor: I64) -> tuple[I64, npt.N
         return at, np.zeros(at.size, dtype=bool)
     row = np.minimum(at, major.size - 1)
     return at, (at < major.size) & (major[row] == q_major) & (minor[row] == q_minor)
-
-
-def unique_pairs(major: I64, minor: I64) -> tuple[I64, I64]:
-    """The distinct pairs, sorted by (major, minor)."""
-    order = np.lexsort((minor, major))
-    major, minor = major[order], minor[order]
-    first = np.ones(major.size, dtype=bool)
-    first[1:] = (major[1:] != major[:-1]) | (minor[1:] != minor[:-1])
-    return major[first], minor[first]
 
 
 @dataclass(slots=True)
@@ -79,6 +70,20 @@ class Table:
 
     def nbytes(self) -> int:
         return sum(column.nbytes for column in self.columns().values())
+
+    def size(self) -> int:
+        return int(next(iter(self.columns().values())).shape[0])
+
+    def joined(self, others: list[Self]) -> Self:
+        """This table's rows followed by the others'."""
+        parts = [self, *others]
+        return replace(
+            self,
+            **{
+                name: np.concatenate([part.columns()[name] for part in parts])
+                for name in self.columns()
+            },
+        )
 
     def saved(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
         return {f"{prefix}.{name}": column for name, column in self.columns().items()}
@@ -123,7 +128,7 @@ class Sensors(Table):
 
 
 def renumber(rows: I64, inserted_at: I64) -> I64:
-    """Sensor row numbers after :meth:`Sensors.admit` inserted rows at ``inserted_at``."""
+    """Where old rows of a table are after ``np.insert`` put rows before ``inserted_at``."""
     if not inserted_at.size:
         return rows
     return rows + np.searchsorted(inserted_at, rows, "right")

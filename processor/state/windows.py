@@ -31,7 +31,7 @@ import io
 import zipfile
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -45,13 +45,13 @@ from processor.state.tables import (
     Keys,
     OpenWindows,
     Sensors,
+    Table,
     find,
-    locate,
     renumber,
-    unique_pairs,
 )
 
 Mask = npt.NDArray[np.bool_]
+TableT = TypeVar("TableT", bound=Table)
 NOTHING_SEEN = int(np.iinfo(np.int64).min)  # the running maximum before any event time
 
 
@@ -111,6 +111,15 @@ class Readings:
             raise ValueError("readings' offsets must be >= 0 and increasing")
 
 
+class StateSizes(NamedTuple):
+    sensors: int
+    sensor_bytes: int
+    open_windows: int
+    window_bytes: int
+    dedup_keys: int
+    dedup_bytes: int
+
+
 class PartitionWindows:
     """The window state of one input partition (see the module docstring)."""
 
@@ -118,8 +127,10 @@ class PartitionWindows:
         self._spec = spec
         self._max_event = NOTHING_SEEN
         self._sensors = Sensors.empty()
-        self._windows = OpenWindows.new(*_no_pairs(), len(spec.fields))
-        self._dedup = DedupKeys.empty()
+        # One table per window start (a few: the open starts span length + lateness); a
+        # batch touches one or two, so it inserts into tables of one window, not of all.
+        self._windows: dict[int, OpenWindows] = {}
+        self._dedup: dict[int, DedupKeys] = {}
 
     @property
     def spec(self) -> WindowSpec:
@@ -150,13 +161,19 @@ class PartitionWindows:
         late = start + (spec.length_ms + spec.lateness_ms) <= seen[:-1]
         counted = ~(replay | late)
         if spec.dedup:
-            duplicate = self._duplicates(sensor, event, offsets, replay, late)
+            duplicate, at = self._duplicates(
+                sensor, event, start, offsets, replay=replay, late=late
+            )
             counted &= ~duplicate
             verdicts[duplicate] = Verdict.DUPLICATE
-            self._dedup = _added(self._dedup, sensor[counted], event[counted], offsets[counted])
+            for window, rows in _by_window(start, counted):
+                self._dedup[window] = _added(
+                    self._dedup[window], at[rows], sensor[rows], event[rows], offsets[rows]
+                )
         verdicts[late] = Verdict.LATE
         np.maximum.at(self._sensors.applied, sensor, offsets)
-        self._count(sensor[counted], start[counted], readings.values[counted])
+        for window, rows in _by_window(start, counted):
+            self._count(window, sensor[rows], readings.values[rows])
         self._max_event = int(seen[-1])
         return verdicts, self._close()
 
@@ -165,21 +182,27 @@ class PartitionWindows:
         unique, inverse = np.unique(keys, return_inverse=True)
         self._sensors, inserted_at = self._sensors.admit(unique)
         if inserted_at.size:
-            self._windows = replace(
-                self._windows, sensor=renumber(self._windows.sensor, inserted_at)
-            )
-            self._dedup = replace(self._dedup, sensor=renumber(self._dedup.sensor, inserted_at))
+            for window, table in self._windows.items():
+                self._windows[window] = replace(table, sensor=renumber(table.sensor, inserted_at))
+            for window, keys_ in self._dedup.items():
+                self._dedup[window] = replace(keys_, sensor=renumber(keys_.sensor, inserted_at))
         rows: I64 = np.searchsorted(self._sensors.keys, unique)[inverse]
         return rows
 
-    def _duplicates(self, sensor: I64, event: I64, offsets: I64, replay: Mask, late: Mask) -> Mask:
+    def _duplicates(
+        self, sensor: I64, event: I64, start: I64, offsets: I64, *, replay: Mask, late: Mask
+    ) -> tuple[Mask, I64]:
         """Readings not late whose (sensor, timestamp) was counted from another record: in
         an open window before this batch (a re-read original finds its own offset there), or
-        earlier in this batch."""
-        dedup = self._dedup
-        at, found = find(dedup.sensor, dedup.event_ms, sensor, event)
+        earlier in this batch. And where each reading's key is or belongs in its window's."""
+        at = np.zeros(sensor.size, dtype=np.int64)
+        found = np.zeros(sensor.size, dtype=bool)
         recorded = np.full(sensor.size, -1, dtype=np.int64)
-        recorded[found] = dedup.offset[at[found]]
+        for window, rows in _by_window(start, ~late):
+            keys = self._dedup.setdefault(window, DedupKeys.empty())
+            at[rows], found[rows] = find(keys.sensor, keys.event_ms, sensor[rows], event[rows])
+            hit = rows[found[rows]]
+            recorded[hit] = keys.offset[at[hit]]
         again = np.zeros(sensor.size, dtype=bool)
         new = np.flatnonzero(~(replay | late | found))
         order = new[np.lexsort((new, event[new], sensor[new]))]
@@ -187,50 +210,63 @@ class PartitionWindows:
             event[order[1:]] == event[order[:-1]]
         )
         duplicate: Mask = ~late & (((replay | found) & (recorded != offsets)) | again)
-        return duplicate
+        return duplicate, at
 
-    def _count(self, sensor: I64, start: I64, values: F64) -> None:
-        """Add counted readings to their windows, opening the missing ones, in record order so
-        the sums do not depend on how the records were batched."""
-        if not sensor.size:
-            return
-        windows = self._windows
-        at, found = find(windows.sensor, windows.start, sensor, start)
-        if not found.all():
-            new_sensor, new_start = unique_pairs(sensor[~found], start[~found])
-            new = OpenWindows.new(new_sensor, new_start, len(self._spec.fields))
-            windows = windows.insert(
-                locate(windows.sensor, windows.start, new_sensor, new_start), new
-            )
-            at = locate(windows.sensor, windows.start, sensor, start)
+    def _count(self, window: int, sensor: I64, values: F64) -> None:
+        """Add counted readings to the window starting at ``window``, opening it for the
+        sensors it lacks, in record order so the sums do not depend on the batching."""
+        n_fields = len(self._spec.fields)
+        table = self._windows.get(window) or OpenWindows.new(*_no_pairs(), n_fields)
+        start = np.full(sensor.size, window, dtype=np.int64)
+        at, found = find(table.sensor, table.start, sensor, start)
+        missing = np.flatnonzero(~found)
+        if missing.size:
+            new_sensor, which = np.unique(sensor[missing], return_inverse=True)
+            opened_at = np.empty(new_sensor.size, dtype=np.int64)
+            opened_at[which] = at[missing]  # a sensor's readings belong at the same row
+            opened = OpenWindows.new(new_sensor, start[: new_sensor.size], n_fields)
+            table = table.insert(opened_at, opened)
+            at = renumber(at, opened_at)  # rows found move down past the inserted ones
+            at[missing] = opened_at[which] + which
         finite = np.isfinite(values)
-        np.add.at(windows.count, at, 1)
-        np.add.at(windows.field_count, at, finite.astype(np.int64))
-        np.add.at(windows.total, at, np.where(finite, values, 0.0))
-        np.fmin.at(windows.low, at, np.where(finite, values, np.nan))  # fmin skips NaN
-        np.fmax.at(windows.high, at, np.where(finite, values, np.nan))
-        self._windows = windows
+        np.add.at(table.count, at, 1)
+        np.add.at(table.field_count, at, finite.astype(np.int64))
+        np.add.at(table.total, at, np.where(finite, values, 0.0))
+        np.fmin.at(table.low, at, np.where(finite, values, np.nan))  # fmin skips NaN
+        np.fmax.at(table.high, at, np.where(finite, values, np.nan))
+        self._windows[window] = table
 
     def _close(self) -> Aggregates:
-        """Take out the windows the watermark has reached, and their dedup keys."""
-        spec, windows = self._spec, self._windows
+        """Take out the windows the watermark has reached, and their dedup keys: whole
+        tables, since every sensor's window of one start closes at the same watermark."""
+        spec = self._spec
         watermark = self._max_event - spec.lateness_ms
-        closing = windows.start + spec.length_ms <= watermark
-        if not closing.any():
+        ends = [w for w in self._windows if w + spec.length_ms <= watermark]
+        for window in [w for w in self._dedup if w + spec.length_ms <= watermark]:
+            del self._dedup[window]
+        if not ends:
             return Aggregates.empty(spec.fields)
-        self._windows = windows.rows(~closing)
-        if spec.dedup:
-            event = self._dedup.event_ms
-            self._dedup = self._dedup.rows(
-                event - event % spec.length_ms + spec.length_ms > watermark
-            )
+        closed = [self._windows.pop(window) for window in sorted(ends)]
         return Aggregates.closed(
-            spec.fields, self._sensors.keys, windows.rows(closing), spec.length_ms
+            spec.fields, self._sensors.keys, closed[0].joined(closed[1:]), spec.length_ms
+        )
+
+    def sizes(self) -> StateSizes:
+        """How many rows each table holds and their bytes: for gauges and the memory budget."""
+        windows, dedup = self._windows.values(), self._dedup.values()
+        return StateSizes(
+            self._sensors.size(),
+            self._sensors.nbytes(),
+            sum(table.size() for table in windows),
+            sum(table.nbytes() for table in windows),
+            sum(keys.size() for keys in dedup),
+            sum(keys.nbytes() for keys in dedup),
         )
 
     def memory_bytes(self) -> int:
         """The bytes of the state's arrays (the objects around them are a constant ~2 KB)."""
-        return self._sensors.nbytes() + self._windows.nbytes() + self._dedup.nbytes()
+        sizes = self.sizes()
+        return sizes.sensor_bytes + sizes.window_bytes + sizes.dedup_bytes
 
     def snapshot(self) -> bytes:
         """The whole state as an uncompressed ``.npz`` (no pickles), for the local store and
@@ -241,8 +277,10 @@ class PartitionWindows:
             "fields": np.array(spec.fields, dtype=np.str_),
             "max_event": np.array(self._max_event, dtype=np.int64),
             **self._sensors.saved("sensors"),
-            **self._windows.saved("windows"),
-            **self._dedup.saved("dedup"),
+            **_flat(self._windows, OpenWindows.new(*_no_pairs(), len(spec.fields))).saved(
+                "windows"
+            ),
+            **_flat(self._dedup, DedupKeys.empty()).saved("dedup"),
         }
         buffer = io.BytesIO()
         np.savez(buffer, allow_pickle=False, **arrays)
@@ -263,8 +301,11 @@ class PartitionWindows:
                 )
             state._max_event = int(arrays["max_event"])
             state._sensors = Sensors.loaded("sensors", arrays)
-            state._windows = OpenWindows.loaded("windows", arrays)
-            state._dedup = DedupKeys.loaded("dedup", arrays)
+            windows = OpenWindows.loaded("windows", arrays)
+            state._windows = {w: windows.rows(rows) for w, rows in _by_window(windows.start)}
+            keys = DedupKeys.loaded("dedup", arrays)
+            starts = keys.event_ms - keys.event_ms % spec.length_ms
+            state._dedup = {w: keys.rows(rows) for w, rows in _by_window(starts)}
         except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
             raise StateError(f"the saved window state cannot be read: {e}") from e
         return state
@@ -274,10 +315,24 @@ def _no_pairs() -> tuple[I64, I64]:
     return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
 
 
-def _added(dedup: DedupKeys, sensor: I64, event: I64, offsets: I64) -> DedupKeys:
-    """The keys of newly counted readings added (they are distinct and not in ``dedup``)."""
+def _by_window(start: I64, mask: Mask | None = None) -> list[tuple[int, I64]]:
+    """The distinct window starts of the rows ``mask`` picks, and their rows, in order."""
+    rows = np.flatnonzero(mask) if mask is not None else np.arange(start.size)
+    if not rows.size:
+        return []
+    rows = rows[np.argsort(start[rows], kind="stable")]
+    windows, first = np.unique(start[rows], return_index=True)
+    return list(zip(windows.tolist(), np.split(rows, first[1:]), strict=True))
+
+
+def _flat(tables: dict[int, TableT], empty: TableT) -> TableT:
+    """Tables by window start as one, in start order (what a snapshot holds)."""
+    return empty.joined([tables[w] for w in sorted(tables)])
+
+
+def _added(dedup: DedupKeys, at: I64, sensor: I64, event: I64, offsets: I64) -> DedupKeys:
+    """The keys of newly counted readings inserted at ``at`` (they are distinct and absent)."""
     if not sensor.size:
         return dedup
     order = np.lexsort((event, sensor))
-    new = DedupKeys(sensor[order], event[order], offsets[order])
-    return dedup.insert(locate(dedup.sensor, dedup.event_ms, new.sensor, new.event_ms), new)
+    return dedup.insert(at[order], DedupKeys(sensor[order], event[order], offsets[order]))
