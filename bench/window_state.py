@@ -5,6 +5,12 @@ Each sensor reports every ``--every-s`` seconds of event time, in offset order w
 of clock jitter, and 1 % of readings are sent twice (an uplink's redelivery); batches of
 ``--batch`` readings of one partition. Rates are measured over the second half of the run,
 once the open windows and dedup keys have reached their steady size (length + lateness).
+
+Measured on the 2-core dev machine (defaults: 60 s windows, 10 m lateness, a reading per
+sensor every 10 s, so 11 open windows and ~62 dedup keys per sensor): 1,000 sensors 717k
+readings/s; 100,000 sensors 238k readings/s, 236 MB of state (88 B an open window, 24 B a
+dedup key, 23 B a sensor's key and offset), snapshot 2.5 KB a sensor (zlib level 1: 0.9 KB),
+written in 0.6 s and restored in 1.0 s.
 """
 
 from __future__ import annotations
