@@ -1,3 +1,10 @@
-"""State for windows and deduplication: the per-partition window state and its local store;
-imports numpy, the standard library, processor.errors and processor.messages only (and the
-local store, ``store``, rocksdict: RocksDB on the pod's volume)."""
+"""Per-partition event-time window state: tumbling windows, watermark, lateness, dedup keys
+and the input offsets each sensor's state was built from, as columnar numpy arrays
+(``windows``, ``tables``, ``aggregates``), and the local store that keeps it on the pod's
+volume (``store``: RocksDB through rocksdict).
+
+The window state is pure: no Kafka, no asyncio, no I/O; when state is written to the store and
+the changelog is the engine's business (docs/state.md). May import numpy, rocksdict, the
+standard library, :mod:`processor.errors` and :mod:`processor.messages`; never aiokafka,
+OpenTelemetry or the engine (checked by ``.importlinter``).
+"""

@@ -1,0 +1,112 @@
+"""``python -m bench.window_state``: the window state alone (``processor.state.windows``), no
+broker: ``apply()`` throughput, memory per sensor and per open window, snapshot size.
+
+Each sensor reports every ``--every-s`` seconds of event time, in offset order with up to 5 s
+of clock jitter, and 1 % of readings are sent twice (an uplink's redelivery); batches of
+``--batch`` readings of one partition. Rates are measured over the second half of the run,
+once the open windows and dedup keys have reached their steady size (length + lateness).
+
+Measured on the 2-core dev machine (defaults: 60 s windows, 10 m lateness, a reading per
+sensor every 10 s, so 11 open windows and ~62 dedup keys per sensor): 1,000 sensors 717k
+readings/s; 100,000 sensors 238k readings/s, 236 MB of state (88 B an open window, 24 B a
+dedup key, 23 B a sensor's key and offset), snapshot 2.5 KB a sensor (zlib level 1: 0.9 KB),
+written in 0.6 s and restored in 1.0 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from processor.state.aggregates import sensor_keys
+from processor.state.windows import PartitionWindows, Readings, WindowSpec
+
+
+def stream(sensors: int, minutes: float, every_s: float, seed: int) -> Readings:
+    """The partition's readings, in offset order."""
+    rng = np.random.default_rng(seed)
+    rounds = int(minutes * 60 / every_s)
+    sensor = np.tile(rng.permutation(sensors), rounds)
+    due = np.repeat(np.arange(rounds, dtype=np.int64) * int(every_s * 1000), sensors)
+    event = 1_700_000_000_000 + due + rng.integers(0, 5_000, due.size)
+    again = np.flatnonzero(rng.random(sensor.size) < 0.01)
+    order = np.sort(
+        np.concatenate((np.arange(sensor.size), again))
+    )  # a resend follows its original
+    names = sensor_keys([f"sensor-{i:07d}" for i in range(sensors)])
+    values = rng.normal(20.0, 5.0, (sensor.size, 2))
+    values[rng.random(sensor.size) < 0.02, 1] = np.nan
+    return Readings(
+        np.arange(order.size, dtype=np.int64),
+        names[sensor[order]],
+        event[order],
+        values[order],
+    )
+
+
+def measure(sensors: int, args: argparse.Namespace) -> dict[str, float]:
+    spec = WindowSpec(args.window_s * 1000, args.lateness_s * 1000, ("pm25", "temp"), dedup=True)
+    readings = stream(sensors, args.minutes, args.every_s, seed=sensors)
+    state = PartitionWindows(spec)
+    n = readings.offsets.size
+    half, counted, closed = n // 2, 0, 0
+    started = 0.0
+    for lo in range(0, n, args.batch):
+        if lo >= half and not started:
+            started = time.perf_counter()
+        part = slice(lo, lo + args.batch)
+        verdicts, aggregates = state.apply(
+            Readings(
+                readings.offsets[part],
+                readings.sensors[part],
+                readings.event_ms[part],
+                readings.values[part],
+            )
+        )
+        counted += int((verdicts == 0).sum())
+        closed += len(aggregates)
+    seconds = time.perf_counter() - started
+    began = time.perf_counter()
+    snapshot = state.snapshot()
+    snapshot_s = time.perf_counter() - began
+    began = time.perf_counter()
+    PartitionWindows.restore(spec, snapshot)
+    restore_s = time.perf_counter() - began
+    sizes = state.sizes()
+    return {
+        "sensors": sensors,
+        "readings": n,
+        "records_per_s": round((n - half) / seconds),
+        "open_windows": sizes.open_windows,
+        "dedup_keys": sizes.dedup_keys,
+        "aggregates": closed,
+        "counted": counted,
+        "memory_mb": round(state.memory_bytes() / 2**20, 1),
+        "sensor_table_bytes_per_sensor": round(sizes.sensor_bytes / sizes.sensors, 1),
+        "bytes_per_open_window": round(sizes.window_bytes / max(sizes.open_windows, 1), 1),
+        "bytes_per_dedup_key": round(sizes.dedup_bytes / max(sizes.dedup_keys, 1), 1),
+        "memory_bytes_per_sensor": round(state.memory_bytes() / sensors),
+        "snapshot_bytes_per_sensor": round(len(snapshot) / sensors),
+        "snapshot_s": round(snapshot_s, 3),
+        "restore_s": round(restore_s, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.window_state", description=__doc__)
+    parser.add_argument("--sensors", type=int, nargs="+", default=[1_000, 100_000])
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--window-s", type=int, default=60)
+    parser.add_argument("--lateness-s", type=int, default=600)
+    parser.add_argument("--every-s", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=24.0, help="event time the run spans")
+    args = parser.parse_args()
+    for sensors in args.sensors:
+        print(json.dumps(measure(sensors, args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""One input partition's tumbling windows, watermark and dedup keys, applied a batch at a time.
+
+Semantics (issue 17): a reading's window is ``[start, start + length)`` with ``start`` its
+event time floored to a multiple of ``length`` from the Unix epoch, per sensor. The
+partition's watermark is the largest event time seen minus the allowed lateness; a window is
+closed once the watermark is ``>=`` its end, and its aggregate is returned once. A reading
+whose window is closed when it arrives is LATE (not counted); with dedup, a reading with the
+(sensor, timestamp) of one counted in a still open window is a DUPLICATE (not counted).
+
+**Batch boundaries do not matter.** Each reading is judged against the watermark as of just
+before it (a running maximum through the batch), duplicates against the readings counted
+before it, and sums are added in record order (``np.add.at``): any split of the same records
+into batches gives the same verdicts, aggregates and state, to the bit. So does a crash that
+makes the engine cut its batches differently the second time.
+
+**Exactly once under re-delivery.** Each sensor keeps the highest input offset applied to it
+(a sensor's records are on one partition, applied in offset order). A record at or below it
+is a REPLAY: it changes nothing and gets the verdict it got the first time, so the engine
+republishes the same point or dead letter. With dedup, the open windows' keys keep the offset
+of the reading that was counted, which tells a re-read original (COUNTED) from a re-read
+duplicate (DUPLICATE). Once a re-read reading's window has closed since, it is judged LATE:
+for a reading first COUNTED that is harmless (a late reading's point is still published),
+but a re-read DUPLICATE then also comes out LATE, so its point is published after its dead
+letter was: the keys of closed windows are gone, and keeping them needs the engine's commit
+point to know when to let them go.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from processor.errors import StateError
+from processor.state.aggregates import Aggregates
+from processor.state.tables import (
+    F64,
+    I64,
+    DedupKeys,
+    Keys,
+    OpenWindows,
+    Sensors,
+    Table,
+    find,
+    renumber,
+)
+
+Mask = npt.NDArray[np.bool_]
+TableT = TypeVar("TableT", bound=Table)
+NOTHING_SEEN = int(np.iinfo(np.int64).min)  # the running maximum before any event time
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """The settings state depends on: restoring under other settings is refused."""
+
+    length_ms: int
+    lateness_ms: int
+    fields: tuple[str, ...]
+    dedup: bool
+
+    def __post_init__(self) -> None:
+        # A lateness >= 0 is what lets a reading never close its own window.
+        if self.length_ms <= 0 or self.lateness_ms < 0:
+            raise ValueError(f"window length must be > 0 and lateness >= 0, got {self}")
+
+
+class Verdict(IntEnum):
+    """What a reading did to the state (``apply``'s verdicts are ``uint8`` of these)."""
+
+    COUNTED = 0
+    LATE = 1  # its window had closed: not counted, its point is still published
+    DUPLICATE = 2  # dedup: its (sensor, timestamp) was counted in an open window
+
+
+@dataclass(slots=True)
+class Readings:
+    """One partition's valid readings of one batch, in offset order, as columns.
+
+    ``sensors`` are :func:`processor.state.aggregates.sensor_keys` (fixed-width UTF-8 bytes,
+    searched in C; see there); ``values`` is ``(n, len(spec.fields))``, NaN where the field
+    was missing or not a finite number.
+    """
+
+    offsets: I64
+    sensors: Keys
+    event_ms: I64
+    values: F64
+
+    def check(self, n_fields: int) -> None:
+        """Refuse a batch that breaks the contract: it would corrupt the state silently."""
+        n = self.offsets.size
+        if (
+            self.sensors.size != n
+            or self.event_ms.size != n
+            or self.values.shape
+            != (
+                n,
+                n_fields,
+            )
+        ):
+            raise ValueError("readings' columns differ in length or in number of fields")
+        if self.sensors.dtype.kind != "S":
+            raise ValueError(f"sensors must be sensor_keys(), got dtype {self.sensors.dtype}")
+        if n and (self.offsets[0] < 0 or (np.diff(self.offsets) <= 0).any()):
+            raise ValueError("readings' offsets must be >= 0 and increasing")
+
+
+class StateSizes(NamedTuple):
+    sensors: int
+    sensor_bytes: int
+    open_windows: int
+    window_bytes: int
+    dedup_keys: int
+    dedup_bytes: int
+
+
+class PartitionWindows:
+    """The window state of one input partition (see the module docstring)."""
+
+    def __init__(self, spec: WindowSpec) -> None:
+        self._spec = spec
+        self._max_event = NOTHING_SEEN
+        self._sensors = Sensors.empty()
+        # One table per window start (a few: the open starts span length + lateness); a
+        # batch touches one or two, so it inserts into tables of one window, not of all.
+        self._windows: dict[int, OpenWindows] = {}
+        self._dedup: dict[int, DedupKeys] = {}
+
+    @property
+    def spec(self) -> WindowSpec:
+        return self._spec
+
+    @property
+    def watermark_ms(self) -> int | None:
+        """The largest event time seen minus the lateness; None before any reading."""
+        if self._max_event == NOTHING_SEEN:
+            return None
+        return self._max_event - self._spec.lateness_ms
+
+    def apply(self, readings: Readings) -> tuple[npt.NDArray[np.uint8], Aggregates]:
+        """Count a batch: each reading's :class:`Verdict`, and the windows its readings closed.
+
+        Re-read records (offset at or below their sensor's applied offset) change nothing.
+        """
+        spec = self._spec
+        readings.check(len(spec.fields))
+        verdicts = np.zeros(readings.offsets.size, dtype=np.uint8)
+        if not verdicts.size:
+            return verdicts, Aggregates.empty(spec.fields)
+        sensor = self._sensor_rows(readings.sensors)
+        offsets, event = readings.offsets, readings.event_ms
+        replay = offsets <= self._sensors.applied[sensor]
+        start = event - event % spec.length_ms
+        seen = np.maximum.accumulate(np.concatenate(([self._max_event], event)))
+        late = start + (spec.length_ms + spec.lateness_ms) <= seen[:-1]
+        counted = ~(replay | late)
+        if spec.dedup:
+            duplicate, at = self._duplicates(
+                sensor, event, start, offsets, replay=replay, late=late
+            )
+            counted &= ~duplicate
+            verdicts[duplicate] = Verdict.DUPLICATE
+            for window, rows in _by_window(start, counted):
+                self._dedup[window] = _added(
+                    self._dedup[window], at[rows], sensor[rows], event[rows], offsets[rows]
+                )
+        verdicts[late] = Verdict.LATE
+        np.maximum.at(self._sensors.applied, sensor, offsets)
+        for window, rows in _by_window(start, counted):
+            self._count(window, sensor[rows], readings.values[rows])
+        self._max_event = int(seen[-1])
+        return verdicts, self._close()
+
+    def _sensor_rows(self, keys: Keys) -> I64:
+        """Each reading's sensor row, admitting sensors not seen before."""
+        unique, inverse = np.unique(keys, return_inverse=True)
+        self._sensors, inserted_at = self._sensors.admit(unique)
+        if inserted_at.size:
+            for window, table in self._windows.items():
+                self._windows[window] = replace(table, sensor=renumber(table.sensor, inserted_at))
+            for window, keys_ in self._dedup.items():
+                self._dedup[window] = replace(keys_, sensor=renumber(keys_.sensor, inserted_at))
+        rows: I64 = np.searchsorted(self._sensors.keys, unique)[inverse]
+        return rows
+
+    def _duplicates(
+        self, sensor: I64, event: I64, start: I64, offsets: I64, *, replay: Mask, late: Mask
+    ) -> tuple[Mask, I64]:
+        """Readings not late whose (sensor, timestamp) was counted from another record: in
+        an open window before this batch (a re-read original finds its own offset there), or
+        earlier in this batch. And where each reading's key is or belongs in its window's."""
+        at = np.zeros(sensor.size, dtype=np.int64)
+        found = np.zeros(sensor.size, dtype=bool)
+        recorded = np.full(sensor.size, -1, dtype=np.int64)
+        for window, rows in _by_window(start, ~late):
+            keys = self._dedup.setdefault(window, DedupKeys.empty())
+            at[rows], found[rows] = find(keys.sensor, keys.event_ms, sensor[rows], event[rows])
+            hit = rows[found[rows]]
+            recorded[hit] = keys.offset[at[hit]]
+        again = np.zeros(sensor.size, dtype=bool)
+        new = np.flatnonzero(~(replay | late | found))
+        order = new[np.lexsort((new, event[new], sensor[new]))]
+        again[order[1:]] = (sensor[order[1:]] == sensor[order[:-1]]) & (
+            event[order[1:]] == event[order[:-1]]
+        )
+        duplicate: Mask = ~late & (((replay | found) & (recorded != offsets)) | again)
+        return duplicate, at
+
+    def _count(self, window: int, sensor: I64, values: F64) -> None:
+        """Add counted readings to the window starting at ``window``, opening it for the
+        sensors it lacks, in record order so the sums do not depend on the batching."""
+        n_fields = len(self._spec.fields)
+        table = self._windows.get(window) or OpenWindows.new(*_no_pairs(), n_fields)
+        start = np.full(sensor.size, window, dtype=np.int64)
+        at, found = find(table.sensor, table.start, sensor, start)
+        missing = np.flatnonzero(~found)
+        if missing.size:
+            new_sensor, which = np.unique(sensor[missing], return_inverse=True)
+            opened_at = np.empty(new_sensor.size, dtype=np.int64)
+            opened_at[which] = at[missing]  # a sensor's readings belong at the same row
+            opened = OpenWindows.new(new_sensor, start[: new_sensor.size], n_fields)
+            table = table.insert(opened_at, opened)
+            at = renumber(at, opened_at)  # rows found move down past the inserted ones
+            at[missing] = opened_at[which] + which
+        finite = np.isfinite(values)
+        np.add.at(table.count, at, 1)
+        np.add.at(table.field_count, at, finite.astype(np.int64))
+        np.add.at(table.total, at, np.where(finite, values, 0.0))
+        np.fmin.at(table.low, at, np.where(finite, values, np.nan))  # fmin skips NaN
+        np.fmax.at(table.high, at, np.where(finite, values, np.nan))
+        self._windows[window] = table
+
+    def _close(self) -> Aggregates:
+        """Take out the windows the watermark has reached, and their dedup keys: whole
+        tables, since every sensor's window of one start closes at the same watermark."""
+        spec = self._spec
+        watermark = self._max_event - spec.lateness_ms
+        ends = [w for w in self._windows if w + spec.length_ms <= watermark]
+        for window in [w for w in self._dedup if w + spec.length_ms <= watermark]:
+            del self._dedup[window]
+        if not ends:
+            return Aggregates.empty(spec.fields)
+        closed = [self._windows.pop(window) for window in sorted(ends)]
+        return Aggregates.closed(
+            spec.fields, self._sensors.keys, closed[0].joined(closed[1:]), spec.length_ms
+        )
+
+    def sizes(self) -> StateSizes:
+        """How many rows each table holds and their bytes: for gauges and the memory budget."""
+        windows, dedup = self._windows.values(), self._dedup.values()
+        return StateSizes(
+            self._sensors.size(),
+            self._sensors.nbytes(),
+            sum(table.size() for table in windows),
+            sum(table.nbytes() for table in windows),
+            sum(keys.size() for keys in dedup),
+            sum(keys.nbytes() for keys in dedup),
+        )
+
+    def memory_bytes(self) -> int:
+        """The bytes of the state's arrays (the objects around them are a constant ~2 KB)."""
+        sizes = self.sizes()
+        return sizes.sensor_bytes + sizes.window_bytes + sizes.dedup_bytes
+
+    def snapshot(self) -> bytes:
+        """The whole state as an uncompressed ``.npz`` (no pickles), for the local store and
+        the changelog."""
+        spec = self._spec
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "spec": np.array([spec.length_ms, spec.lateness_ms, spec.dedup], dtype=np.int64),
+            "fields": np.array(spec.fields, dtype=np.str_),
+            "max_event": np.array(self._max_event, dtype=np.int64),
+            **self._sensors.saved("sensors"),
+            **_flat(self._windows, OpenWindows.new(*_no_pairs(), len(spec.fields))).saved(
+                "windows"
+            ),
+            **_flat(self._dedup, DedupKeys.empty()).saved("dedup"),
+        }
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def restore(cls, spec: WindowSpec, data: bytes) -> PartitionWindows:
+        """The state :meth:`snapshot` saved; :class:`StateError` if unreadable or saved under
+        other settings (it would count differently from what was counted)."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+                arrays = {name: saved[name] for name in saved.files}
+            state = cls(spec)
+            saved_spec = (arrays["spec"].tolist(), tuple(arrays["fields"].tolist()))
+            if saved_spec != ([spec.length_ms, spec.lateness_ms, spec.dedup], spec.fields):
+                raise StateError(
+                    f"the saved window state was written under other settings than {spec}"
+                )
+            state._max_event = int(arrays["max_event"])
+            state._sensors = Sensors.loaded("sensors", arrays)
+            windows = OpenWindows.loaded("windows", arrays)
+            state._windows = {w: windows.rows(rows) for w, rows in _by_window(windows.start)}
+            keys = DedupKeys.loaded("dedup", arrays)
+            starts = keys.event_ms - keys.event_ms % spec.length_ms
+            state._dedup = {w: keys.rows(rows) for w, rows in _by_window(starts)}
+        except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
+            raise StateError(f"the saved window state cannot be read: {e}") from e
+        return state
+
+
+def _no_pairs() -> tuple[I64, I64]:
+    return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+
+
+def _by_window(start: I64, mask: Mask | None = None) -> list[tuple[int, I64]]:
+    """The distinct window starts of the rows ``mask`` picks, and their rows, in order."""
+    rows = np.flatnonzero(mask) if mask is not None else np.arange(start.size)
+    if not rows.size:
+        return []
+    rows = rows[np.argsort(start[rows], kind="stable")]
+    windows, first = np.unique(start[rows], return_index=True)
+    return list(zip(windows.tolist(), np.split(rows, first[1:]), strict=True))
+
+
+def _flat(tables: dict[int, TableT], empty: TableT) -> TableT:
+    """Tables by window start as one, in start order (what a snapshot holds)."""
+    return empty.joined([tables[w] for w in sorted(tables)])
+
+
+def _added(dedup: DedupKeys, at: I64, sensor: I64, event: I64, offsets: I64) -> DedupKeys:
+    """The keys of newly counted readings inserted at ``at`` (they are distinct and absent)."""
+    if not sensor.size:
+        return dedup
+    order = np.lexsort((event, sensor))
+    return dedup.insert(at[order], DedupKeys(sensor[order], event[order], offsets[order]))
