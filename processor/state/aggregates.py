@@ -24,6 +24,11 @@ def sensor_keys(sensor_ids: Sequence[str]) -> Keys:
     return np.array([sensor_id.encode() + KEY_END for sensor_id in sensor_ids], dtype=np.bytes_)
 
 
+def encoded_sensor_keys(encoded_ids: Sequence[bytes]) -> Keys:
+    """The same keys from ids already UTF-8 (the points' Kafka keys): no decode, no encode."""
+    return np.array([encoded + KEY_END for encoded in encoded_ids], dtype=np.bytes_)
+
+
 def sensor_ids(keys: Keys) -> list[str]:
     """The ids back from :func:`sensor_keys`."""
     return [key[:-1].decode() for key in keys.tolist()]

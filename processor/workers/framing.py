@@ -5,17 +5,34 @@ points and dead letters into produce batches through one function for both
 (:func:`~processor.kafka.batches.encode_batches`): points keyed by sensor id with their stamp,
 dead letters keyed and headed as their input was, plus the error code. Both steps run where
 the job runs (a worker process or a thread), so the event loop only queues finished batches.
+
+With windows on, the result also carries the points' readings as numpy columns for the
+window state (:class:`~processor.messages.jobs.PointReadings`); with dedup, the points as
+records (:class:`~processor.messages.jobs.PointOutputs`), so that the rare batch with a
+duplicate is framed again without it (:meth:`Framer.reframe`, on the event loop) by the same
+function that framed it here.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection, Sequence
+
+import numpy as np
 
 from processor.geo.stage import Computed, SpatialStage, StageSettings
 from processor.kafka.batches import KeyPartitioner, encode_batches
 from processor.messages.codec import Headers
 from processor.messages.encode import dead_letter_headers
-from processor.messages.jobs import BatchSpec, Framed, Job
+from processor.messages.jobs import (
+    BatchSpec,
+    Framed,
+    Job,
+    PointOutputs,
+    PointReadings,
+    ProduceBatch,
+)
+from processor.state.aggregates import encoded_sensor_keys
 
 _PARTITIONERS_MAX = 8  # two topics' partition lists, and a few changes of them
 
@@ -29,10 +46,7 @@ class Framer:
     def frame(self, job: Job, computed: Computed) -> Framed:
         stamps = job.stamps
         none: Headers = []
-        stamped = [stamps[row] for row in computed.rows] if stamps else [none] * len(computed.rows)
-        points = encode_batches(
-            job.points, computed.keys, computed.values, stamped, self._partitioner(job.points)
-        )
+        points = self._points(job, computed.rows, computed.keys, computed.values)
         own = job.headers
         headers = [
             dead_letter_headers(own.get(row, none), stamps[row] if stamps else none, code)
@@ -43,7 +57,39 @@ class Framer:
             job.letters, keys, computed.letters, headers, self._partitioner(job.letters)
         )
         codes = Counter(code.value for code in computed.codes)
-        return Framed(points, letters, len(computed.values), codes)
+        framed = Framed(points, letters, len(computed.values), codes)
+        if computed.measures is not None:
+            framed.readings = PointReadings(
+                np.array(computed.rows, dtype=np.int64),
+                encoded_sensor_keys(computed.keys),
+                computed.measures.event_ms,
+                computed.measures.values,
+            )
+        if job.dedup:
+            framed.outputs = PointOutputs(computed.rows, computed.keys, computed.values)
+        return framed
+
+    def reframe(self, job: Job, framed: Framed, drop_rows: Collection[int]) -> list[ProduceBatch]:
+        """``framed``'s points (of ``job``, framed with ``dedup``) without those of
+        ``drop_rows`` (input rows): the others in their order, to the same partitions."""
+        outputs = framed.outputs
+        if outputs is None:
+            raise ValueError("the job was framed without dedup: its points cannot be reframed")
+        drop = np.fromiter(drop_rows, dtype=np.int64, count=len(drop_rows))
+        keep = np.flatnonzero(np.isin(outputs.rows, drop, invert=True)).tolist()
+        rows, keys, values = outputs.rows, outputs.keys, outputs.values
+        return self._points(
+            job, [rows[i] for i in keep], [keys[i] for i in keep], [values[i] for i in keep]
+        )
+
+    def _points(
+        self, job: Job, rows: list[int], keys: Sequence[bytes], values: Sequence[bytes]
+    ) -> list[ProduceBatch]:
+        """Points of input ``rows`` framed for the output topic, each with its row's stamp."""
+        stamps = job.stamps
+        none: Headers = []
+        stamped = [stamps[row] for row in rows] if stamps else [none] * len(rows)
+        return encode_batches(job.points, keys, values, stamped, self._partitioner(job.points))
 
     def _partitioner(self, spec: BatchSpec) -> KeyPartitioner:
         partitioner = self._partitioners.get(spec.partitions)
@@ -70,4 +116,4 @@ class StageThenFrame:
         self._stage.warm_up()
 
     def run(self, job: Job) -> Framed:
-        return self._framer.frame(job, self._stage.compute(job.columns))
+        return self._framer.frame(job, self._stage.compute(job.columns, job.window_fields))
