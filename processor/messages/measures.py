@@ -99,5 +99,8 @@ def _number(value: Any) -> float | None:
     if kind is float:
         return value if math.isfinite(value) else None
     if kind is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer past float's range is not a finite number
+            return None
     return None

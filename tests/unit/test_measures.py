@@ -54,6 +54,15 @@ def test_a_field_that_is_not_a_finite_number_is_nan() -> None:
     assert found[3][1] == 0.0
 
 
+def test_an_integer_past_the_float_range_is_nan_not_a_crash() -> None:
+    # A valid reading: one such field used to raise OverflowError and fail its whole batch.
+    raw = '{"sensor_id":"s","timestamp":"2026-12-03T00:00:00Z","latitude":1,"longitude":2,'
+    huge = "1" + "0" * 400
+    columns, _ = decode_batch([(raw + f'"pm2.5":{huge},"class":-{huge}}}').encode()], 1 << 20)
+    found = measures(columns.documents, FIELDS).values
+    assert np.isnan(found).all()
+
+
 @given(
     st.lists(
         st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**9), 10**9)),
