@@ -53,11 +53,12 @@ def measure(sensors: int, args: argparse.Namespace) -> dict[str, float]:
     state = PartitionWindows(spec)
     n = readings.offsets.size
     half, counted, closed = n // 2, 0, 0
-    started = 0.0
+    apply_s = take_s = 0.0
+    batches = row_count = row_bytes = 0
+    latest: dict[bytes, bytes] = {}
     for lo in range(0, n, args.batch):
-        if lo >= half and not started:
-            started = time.perf_counter()
         part = slice(lo, lo + args.batch)
+        began = time.perf_counter()
         verdicts, aggregates = state.apply(
             Readings(
                 readings.offsets[part],
@@ -66,20 +67,37 @@ def measure(sensors: int, args: argparse.Namespace) -> dict[str, float]:
                 readings.values[part],
             )
         )
+        state.release(lo)  # the commit point: the batches before this one are finished
+        applied = time.perf_counter()
+        changes = state.take_changes()
+        taken = time.perf_counter()
+        latest.update(changes.pairs())
         counted += int((verdicts == 0).sum())
         closed += len(aggregates)
-    seconds = time.perf_counter() - started
+        if lo >= half:
+            apply_s += applied - began
+            take_s += taken - applied
+            batches += 1
+            row_count += len(changes.sensors)
+            row_bytes += sum(len(key) + len(value) for key, value in changes.sensors)
     began = time.perf_counter()
     snapshot = state.snapshot()
     snapshot_s = time.perf_counter() - began
     began = time.perf_counter()
     PartitionWindows.restore(spec, snapshot)
     restore_s = time.perf_counter() - began
+    began = time.perf_counter()
+    PartitionWindows.from_rows(spec, latest.items())
+    from_rows_s = time.perf_counter() - began
     sizes = state.sizes()
     return {
         "sensors": sensors,
         "readings": n,
-        "records_per_s": round((n - half) / seconds),
+        "records_per_s": round((n - half) / apply_s),
+        "take_changes_ms_per_batch": round(1000 * take_s / batches, 2),
+        "rows_per_batch": round(row_count / batches),
+        "bytes_per_sensor_row": round(row_bytes / row_count),
+        "records_per_s_with_rows": round((n - half) / (apply_s + take_s)),
         "open_windows": sizes.open_windows,
         "dedup_keys": sizes.dedup_keys,
         "aggregates": closed,
@@ -92,6 +110,7 @@ def measure(sensors: int, args: argparse.Namespace) -> dict[str, float]:
         "snapshot_bytes_per_sensor": round(len(snapshot) / sensors),
         "snapshot_s": round(snapshot_s, 3),
         "restore_s": round(restore_s, 3),
+        "from_rows_s": round(from_rows_s, 3),
     }
 
 

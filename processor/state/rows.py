@@ -3,9 +3,9 @@ the partition (key :data:`PARTITION_KEY`), packed and unpacked for many sensors 
 
 A sensor's value holds all of its state, so whatever is persisted about it is consistent in
 itself (docs/state.md): a 16-byte header (applied offset, open windows, dedup keys), then its
-windows' records, then its dedup keys' records, little-endian. The rows of a batch are packed
-into one buffer with numpy scatters and cut into one ``bytes`` a sensor: no Python work per
-field or per window.
+windows' records, then its dedup keys' records, little-endian. Each kind of record is packed
+for all the batch's sensors by one structured array's ``tobytes``, and cut per sensor: the
+Python work is a few slices a sensor, none per window, key or field.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 
 from processor.errors import StateError
 from processor.state.tables import I64, DedupKeys, Keys, OpenWindows
@@ -78,32 +77,22 @@ class PartitionState(NamedTuple):
 def pack_sensors(state: SensorState) -> list[Row]:
     """One row per key; ``windows`` and ``dedup`` sorted by sensor (then start, event)."""
     n = state.keys.size
-    n_fields = state.windows.field_count.shape[1]
-    window_dtype = _window_dtype(n_fields)
+    window_dtype = _window_dtype(state.windows.field_count.shape[1])
     n_windows = np.bincount(state.windows.sensor, minlength=n)
     n_keys = np.bincount(state.dedup.sensor, minlength=n)
-    size = _HEADER.itemsize + n_windows * window_dtype.itemsize + n_keys * _KEY.itemsize
-    end = np.cumsum(size)
-    base = end - size
-    out = np.zeros(int(end[-1]) if n else 0, dtype=np.uint8)
-
     header = np.empty(n, dtype=_HEADER)
     header["applied"], header["windows"], header["keys"] = state.applied, n_windows, n_keys
-    _scatter(out, base, header)
-
     windows = np.empty(state.windows.sensor.size, dtype=window_dtype)
     for name in window_dtype.names or ():
         windows[name] = getattr(state.windows, name)
-    first = base + _HEADER.itemsize
-    _scatter(out, _record_starts(first, n_windows, state.windows.sensor, window_dtype), windows)
-
     keys = np.empty(state.dedup.sensor.size, dtype=_KEY)
     keys["event_ms"], keys["offset"] = state.dedup.event_ms, state.dedup.offset
-    first = first + n_windows * window_dtype.itemsize
-    _scatter(out, _record_starts(first, n_keys, state.dedup.sensor, _KEY), keys)
-
-    blob = out.tobytes()
-    values = [blob[lo:hi] for lo, hi in zip(base.tolist(), end.tolist(), strict=True)]
+    headers, window_ends, key_ends = (
+        _cut(header.tobytes(), np.ones(n, dtype=np.int64), _HEADER),
+        _cut(windows.tobytes(), n_windows, window_dtype),
+        _cut(keys.tobytes(), n_keys, _KEY),
+    )
+    values = [b"".join(parts) for parts in zip(headers, window_ends, key_ends, strict=True)]
     return list(zip(state.keys.tolist(), values, strict=True))
 
 
@@ -114,35 +103,38 @@ def unpack_sensors(keys: Keys, values: list[bytes], n_fields: int) -> SensorStat
     size = np.array([len(value) for value in values], dtype=np.int64)
     if (size < _HEADER.itemsize).any():
         raise StateError("a sensor's saved window state is shorter than its header")
-    blob = np.frombuffer(b"".join(values), dtype=np.uint8)
-    base = np.cumsum(size) - size
-    header = _gather(blob, base, _HEADER)
+    head = _HEADER.itemsize
+    header = np.frombuffer(b"".join([value[:head] for value in values]), dtype=_HEADER)
     n_windows, n_keys = header["windows"].astype(np.int64), header["keys"].astype(np.int64)
-    expected = _HEADER.itemsize + n_windows * window_dtype.itemsize + n_keys * _KEY.itemsize
+    expected = head + n_windows * window_dtype.itemsize + n_keys * _KEY.itemsize
     if (n_windows < 0).any() or (n_keys < 0).any() or (expected != size).any():
         raise StateError(f"a sensor's saved window state does not hold {n_fields} fields")
-    sensor = np.arange(keys.size, dtype=np.int64)
-    first = base + _HEADER.itemsize
-    window_sensor = np.repeat(sensor, n_windows)
-    windows = _gather(
-        blob, _record_starts(first, n_windows, window_sensor, window_dtype), window_dtype
+    split = (head + n_windows * window_dtype.itemsize).tolist()
+    windows = np.frombuffer(
+        b"".join([value[head:at] for value, at in zip(values, split, strict=True)]),
+        dtype=window_dtype,
     )
-    key_sensor = np.repeat(sensor, n_keys)
-    first = first + n_windows * window_dtype.itemsize
-    dedup = _gather(blob, _record_starts(first, n_keys, key_sensor, _KEY), _KEY)
+    dedup = np.frombuffer(
+        b"".join([value[at:] for value, at in zip(values, split, strict=True)]), dtype=_KEY
+    )
+    sensor = np.arange(keys.size, dtype=np.int64)
     return SensorState(
         keys,
         header["applied"].astype(np.int64),
         OpenWindows(
-            window_sensor,
+            np.repeat(sensor, n_windows),
             windows["start"].astype(np.int64),
             windows["count"].astype(np.int64),
-            windows["field_count"].astype(np.int64),
-            windows["total"].astype(np.float64),
-            windows["low"].astype(np.float64),
-            windows["high"].astype(np.float64),
+            windows["field_count"].astype(np.int64).reshape(-1, n_fields),
+            windows["total"].astype(np.float64).reshape(-1, n_fields),
+            windows["low"].astype(np.float64).reshape(-1, n_fields),
+            windows["high"].astype(np.float64).reshape(-1, n_fields),
         ),
-        DedupKeys(key_sensor, dedup["event_ms"].astype(np.int64), dedup["offset"].astype(np.int64)),
+        DedupKeys(
+            np.repeat(sensor, n_keys),
+            dedup["event_ms"].astype(np.int64),
+            dedup["offset"].astype(np.int64),
+        ),
     )
 
 
@@ -192,20 +184,10 @@ def latest(rows: Iterable[Row]) -> tuple[bytes | None, Keys, list[bytes]]:
     return partition, keys[order], [values[i] for i in order.tolist()]
 
 
-def _record_starts(first: I64, count: I64, sensor: I64, dtype: np.dtype[np.void]) -> I64:
-    """The byte where each record goes: after its sensor's earlier records of this kind."""
-    rank = np.arange(sensor.size, dtype=np.int64) - (np.cumsum(count) - count)[sensor]
-    starts: I64 = first[sensor] + rank * dtype.itemsize
-    return starts
-
-
-def _scatter(out: npt.NDArray[np.uint8], starts: I64, records: npt.NDArray[np.void]) -> None:
-    width = records.dtype.itemsize
-    out[starts[:, None] + np.arange(width)] = records.view(np.uint8).reshape(-1, width)
-
-
-def _gather(
-    blob: npt.NDArray[np.uint8], starts: I64, dtype: np.dtype[np.void]
-) -> npt.NDArray[np.void]:
-    raw = np.ascontiguousarray(blob[starts[:, None] + np.arange(dtype.itemsize)])
-    return raw.view(dtype).reshape(-1)
+def _cut(blob: bytes, count: I64, dtype: np.dtype[np.void]) -> list[bytes]:
+    """``blob`` (records of ``dtype``, grouped) cut into each group's ``count`` records."""
+    end = np.cumsum(count) * dtype.itemsize
+    return [
+        blob[lo:hi]
+        for lo, hi in zip((end - count * dtype.itemsize).tolist(), end.tolist(), strict=True)
+    ]
