@@ -1,5 +1,6 @@
 """``python -m bench.window_state``: the window state alone (``processor.state.windows``), no
-broker: ``apply()`` throughput, memory per sensor and per open window, snapshot size.
+broker: ``apply()`` throughput, memory per sensor and per open window, snapshot size, and the
+per-sensor changelog rows: ``take_changes()`` per batch, bytes a row, ``from_rows()``.
 
 Each sensor reports every ``--every-s`` seconds of event time, in offset order with up to 5 s
 of clock jitter, and 1 % of readings are sent twice (an uplink's redelivery); batches of
@@ -10,7 +11,10 @@ Measured on the 2-core dev machine (defaults: 60 s windows, 10 m lateness, a rea
 sensor every 10 s, so 11 open windows and ~62 dedup keys per sensor): 1,000 sensors 717k
 readings/s; 100,000 sensors 238k readings/s, 236 MB of state (88 B an open window, 24 B a
 dedup key, 23 B a sensor's key and offset), snapshot 2.5 KB a sensor (zlib level 1: 0.9 KB),
-written in 0.6 s and restored in 1.0 s.
+written in 0.6 s and restored in 1.0 s. Changelog rows (each batch's changed sensors, the
+commit point a batch behind): 1.9-2.0 KB a sensor row; take_changes() 8 ms a batch of 5,000
+at 1,000 sensors (965 rows, apply() alone 6 ms), 94 ms at 100,000 (4,950 rows, 9.5 MB;
+apply() 19 ms), so 343k and 44k readings/s with rows; from_rows() of 100,000 rows 2.0 s.
 """
 
 from __future__ import annotations
