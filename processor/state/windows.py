@@ -16,19 +16,26 @@ makes the engine cut its batches differently the second time.
 **Exactly once under re-delivery.** Each sensor keeps the highest input offset applied to it
 (a sensor's records are on one partition, applied in offset order). A record at or below it
 is a REPLAY: it changes nothing and gets the verdict it got the first time, so the engine
-republishes the same point or dead letter. With dedup, the open windows' keys keep the offset
-of the reading that was counted, which tells a re-read original (COUNTED) from a re-read
-duplicate (DUPLICATE). Once a re-read reading's window has closed since, it is judged LATE:
-for a reading first COUNTED that is harmless (a late reading's point is still published),
-but a re-read DUPLICATE then also comes out LATE, so its point is published after its dead
-letter was: the keys of closed windows are gone, and keeping them needs the engine's commit
-point to know when to let them go.
+republishes the same point or dead letter. With dedup, the windows' keys keep the offset of
+the reading that was counted, which tells a re-read original (COUNTED) from a re-read
+duplicate (DUPLICATE). A replay whose window has closed since keeps its verdict too: each
+closed window keeps the offset of the reading that closed it (a replay before it was judged
+while the window was open) and its dedup keys, until :meth:`PartitionWindows.release` is
+told the commit point has passed that reading: no replay reaches back further.
+
+**Persisted per sensor.** :meth:`PartitionWindows.take_changes` serializes, right after a
+batch, one row per sensor the batch changed and the partition's row (``rows``);
+:meth:`PartitionWindows.from_rows` rebuilds the state from the latest row of each key. A row
+is not rewritten when its sensor's window closes: the restore drops the windows the
+partition's watermark has closed (their aggregates were acknowledged before that watermark
+was written) and the dedup keys of windows released since.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any, NamedTuple, TypeVar
@@ -38,6 +45,17 @@ import numpy.typing as npt
 
 from processor.errors import StateError
 from processor.state.aggregates import Aggregates
+from processor.state.rows import (
+    ChangedRows,
+    PartitionState,
+    Row,
+    SensorState,
+    latest,
+    pack_partition,
+    pack_sensors,
+    unpack_partition,
+    unpack_sensors,
+)
 from processor.state.tables import (
     F64,
     I64,
@@ -131,6 +149,9 @@ class PartitionWindows:
         # batch touches one or two, so it inserts into tables of one window, not of all.
         self._windows: dict[int, OpenWindows] = {}
         self._dedup: dict[int, DedupKeys] = {}
+        # Closed windows whose replays may still come: start -> offset of the closing reading.
+        self._closed: dict[int, int] = {}
+        self._changed: list[Keys] = []  # the sensors of each batch since take_changes
 
     @property
     def spec(self) -> WindowSpec:
@@ -158,7 +179,7 @@ class PartitionWindows:
         replay = offsets <= self._sensors.applied[sensor]
         start = event - event % spec.length_ms
         seen = np.maximum.accumulate(np.concatenate(([self._max_event], event)))
-        late = start + (spec.length_ms + spec.lateness_ms) <= seen[:-1]
+        late = self._late(start, offsets, seen)
         counted = ~(replay | late)
         if spec.dedup:
             duplicate, at = self._duplicates(
@@ -172,10 +193,27 @@ class PartitionWindows:
                 )
         verdicts[late] = Verdict.LATE
         np.maximum.at(self._sensors.applied, sensor, offsets)
+        self._changed.append(readings.sensors[~replay])
         for window, rows in _by_window(start, counted):
             self._count(window, sensor[rows], readings.values[rows])
         self._max_event = int(seen[-1])
-        return verdicts, self._close()
+        return verdicts, self._close(offsets, seen)
+
+    def _late(self, start: I64, offsets: I64, seen: I64) -> Mask:
+        """Readings whose window was closed by a reading before them: judged by the
+        watermark as of just before each, and for a window closed already, by the offset of
+        the reading that closed it (a replay of a reading from before that was not late)."""
+        spec = self._spec
+        due = start + (spec.length_ms + spec.lateness_ms)  # the largest event time closing it
+        shut = due <= seen[:-1]
+        closer = np.full(start.size, -1, dtype=np.int64)
+        for window, rows in _by_window(start, shut):
+            if int(due[rows[0]]) <= seen[0]:  # closed before this batch; -1: released
+                closer[rows] = self._closed.get(window, -1)
+            else:
+                closer[rows] = offsets[np.searchsorted(seen[1:], due[rows[0]])]
+        late: Mask = shut & (closer < offsets)
+        return late
 
     def _sensor_rows(self, keys: Keys) -> I64:
         """Each reading's sensor row, admitting sensors not seen before."""
@@ -236,20 +274,103 @@ class PartitionWindows:
         np.fmax.at(table.high, at, np.where(finite, values, np.nan))
         self._windows[window] = table
 
-    def _close(self) -> Aggregates:
-        """Take out the windows the watermark has reached, and their dedup keys: whole
-        tables, since every sensor's window of one start closes at the same watermark."""
+    def _close(self, offsets: I64, seen: I64) -> Aggregates:
+        """Take out the windows the watermark has reached (whole tables: every sensor's
+        window of one start closes at the same watermark), noting the reading that closed
+        each; their dedup keys stay until :meth:`release`."""
         spec = self._spec
         watermark = self._max_event - spec.lateness_ms
         ends = [w for w in self._windows if w + spec.length_ms <= watermark]
-        for window in [w for w in self._dedup if w + spec.length_ms <= watermark]:
-            del self._dedup[window]
+        for window in {*self._windows, *self._dedup} - self._closed.keys():
+            due = window + spec.length_ms + spec.lateness_ms
+            if due <= self._max_event:
+                self._closed[window] = int(offsets[np.searchsorted(seen[1:], due)])
         if not ends:
             return Aggregates.empty(spec.fields)
         closed = [self._windows.pop(window) for window in sorted(ends)]
         return Aggregates.closed(
             spec.fields, self._sensors.keys, closed[0].joined(closed[1:]), spec.length_ms
         )
+
+    def release(self, commit_offset: int) -> None:
+        """The commit point reached ``commit_offset``: forget the closed windows closed by a
+        reading before it, and their dedup keys. No replay reaches them any more: a reading
+        re-read from the commit point on came after the window closed, so it was late."""
+        for window, closer in list(self._closed.items()):
+            if closer < commit_offset:
+                del self._closed[window]
+                self._dedup.pop(window, None)
+
+    def take_changes(self) -> ChangedRows:
+        """The rows of the sensors changed since the last call (each sensor's whole state:
+        applied offset, open windows, dedup keys), and the partition's row, serialized now."""
+        spec = self._spec
+        keys = self._sensors.keys
+        changed = np.unique(np.concatenate([keys[:0], *self._changed]))
+        self._changed = []
+        who = np.searchsorted(keys, changed)
+        n_fields = len(spec.fields)
+        windows = _flat(
+            {w: _of_sensors(table, who) for w, table in self._windows.items()},
+            OpenWindows.new(*_no_pairs(), n_fields),
+        )
+        dedup = _flat(
+            {w: _of_sensors(table, who) for w, table in self._dedup.items()}, DedupKeys.empty()
+        )
+        # Rows in start order, each start's by sensor (then event): a stable sort by sensor
+        # makes them (sensor, start, event), merging sorted runs (timsort: near linear).
+        windows = windows.rows(np.argsort(windows.sensor, kind="stable"))
+        dedup = dedup.rows(np.argsort(dedup.sensor, kind="stable"))
+        sensors = pack_sensors(
+            SensorState(
+                keys[who],
+                self._sensors.applied[who],
+                replace(windows, sensor=np.searchsorted(who, windows.sensor)),
+                replace(dedup, sensor=np.searchsorted(who, dedup.sensor)),
+            )
+        )
+        partition = pack_partition(
+            spec.length_ms,
+            spec.lateness_ms,
+            spec.fields,
+            spec.dedup,
+            PartitionState(self._max_event, dict(self._closed)),
+        )
+        return ChangedRows(sensors, partition)
+
+    @classmethod
+    def from_rows(cls, spec: WindowSpec, rows: Iterable[Row]) -> PartitionWindows:
+        """The state the latest row of each key describes (rows in the order written);
+        :class:`StateError` if unreadable or written under other settings. Without the
+        partition's row (a crash amid the first batch's rows) nothing counts as seen: the
+        re-read from the commit point raises the watermark again."""
+        state = cls(spec)
+        partition, keys, values = latest(rows)
+        if partition is not None:
+            saved = unpack_partition(
+                partition, spec.length_ms, spec.lateness_ms, spec.fields, spec.dedup
+            )
+            state._max_event, state._closed = saved.max_event, saved.closed
+        sensors = unpack_sensors(keys, values, len(spec.fields))
+        state._sensors = Sensors(keys, sensors.applied)
+        shut = state._shut(sensors.windows.start)
+        windows = sensors.windows.rows(~shut)
+        state._windows = {w: windows.rows(rows) for w, rows in _by_window(windows.start)}
+        dedup = sensors.dedup
+        starts = dedup.event_ms - dedup.event_ms % spec.length_ms
+        kept = ~state._shut(starts) | np.isin(starts, list(state._closed))
+        dedup = dedup.rows(kept)
+        starts = starts[kept]
+        state._dedup = {w: dedup.rows(rows) for w, rows in _by_window(starts)}
+        return state
+
+    def _shut(self, start: I64) -> Mask:
+        """Which of these window starts the watermark has closed."""
+        watermark = self.watermark_ms
+        if watermark is None:
+            return np.zeros(start.size, dtype=bool)
+        shut: Mask = start + self._spec.length_ms <= watermark
+        return shut
 
     def sizes(self) -> StateSizes:
         """How many rows each table holds and their bytes: for gauges and the memory budget."""
@@ -276,6 +397,7 @@ class PartitionWindows:
             "spec": np.array([spec.length_ms, spec.lateness_ms, spec.dedup], dtype=np.int64),
             "fields": np.array(spec.fields, dtype=np.str_),
             "max_event": np.array(self._max_event, dtype=np.int64),
+            "closed": np.array(sorted(self._closed.items()), dtype=np.int64).reshape(-1, 2),
             **self._sensors.saved("sensors"),
             **_flat(self._windows, OpenWindows.new(*_no_pairs(), len(spec.fields))).saved(
                 "windows"
@@ -300,6 +422,7 @@ class PartitionWindows:
                     f"the saved window state was written under other settings than {spec}"
                 )
             state._max_event = int(arrays["max_event"])
+            state._closed = {int(w): int(o) for w, o in arrays["closed"].tolist()}
             state._sensors = Sensors.loaded("sensors", arrays)
             windows = OpenWindows.loaded("windows", arrays)
             state._windows = {w: windows.rows(rows) for w, rows in _by_window(windows.start)}
@@ -328,6 +451,16 @@ def _by_window(start: I64, mask: Mask | None = None) -> list[tuple[int, I64]]:
 def _flat(tables: dict[int, TableT], empty: TableT) -> TableT:
     """Tables by window start as one, in start order (what a snapshot holds)."""
     return empty.joined([tables[w] for w in sorted(tables)])
+
+
+def _of_sensors(table: TableT, who: I64) -> TableT:
+    """The rows of the sensors ``who`` (sorted) in a table sorted by sensor row."""
+    sensor = table.columns()["sensor"]
+    lo = np.searchsorted(sensor, who, "left")
+    size = np.searchsorted(sensor, who, "right") - lo
+    first = np.cumsum(size) - size
+    rows = np.repeat(lo - first, size) + np.arange(int(size.sum()), dtype=np.int64)
+    return table.rows(rows)
 
 
 def _added(dedup: DedupKeys, at: I64, sensor: I64, event: I64, offsets: I64) -> DedupKeys:
