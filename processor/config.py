@@ -260,6 +260,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def changelog_topic(self) -> str:
+        """The window state's changelog topic, one per consumer group (as Kafka Streams names
+        its stores' changelogs after the application): created by the processor."""
+        return f"{self.group_id}-windows-changelog"
+
+    @property
     def uses_tls(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
