@@ -21,7 +21,8 @@ from processor.core.commits import Committer
 from processor.core.observer import BatchObserver, BatchTrace
 from processor.core.ports import Outputs, Stage, Staged, TopicPartition
 from processor.core.stats import Stats
-from processor.errors import DeliveryFailedError
+from processor.core.windowing import WindowedBatch, Windowing
+from processor.errors import DeliveryFailedError, StateError
 from processor.messages.codec import RecordLike
 
 
@@ -51,9 +52,11 @@ class Staging:
         batch_max_records: int,
         fail: Callable[[Exception], None],
         released: Callable[[], None],
+        windowing: Windowing | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        """``fail`` stops the processor for good; ``released`` follows every acknowledgement."""
+        """``fail`` stops the processor for good; ``released`` follows every acknowledgement.
+        With ``windowing``, a batch's offsets finish only once its state was persisted."""
         self._buffer = buffer
         self._stage = stage
         self._outputs = outputs
@@ -63,6 +66,7 @@ class Staging:
         self._batch_max = batch_max_records
         self._fail = fail
         self._released = released
+        self._windowing = windowing
         self._clock = clock
         self._acks: set[asyncio.Task[None]] = set()
 
@@ -100,20 +104,34 @@ class Staging:
     async def _publish_loop(self, handoff: asyncio.Queue[_InFlight | None]) -> None:
         while (batch := await handoff.get()) is not None:
             staged = await batch.computing
+            windowed = None
             try:
+                if self._windowing is not None:
+                    staged, windowed = await self._windowing.apply(
+                        batch.chunks, batch.records, staged
+                    )
                 acked = await self._outputs.send(staged)
             except DeliveryFailedError as exc:
+                if self._windowing is not None and windowed is not None:
+                    self._windowing.abandon(windowed)
                 batch.trace.end(staged, self._clock() - batch.started, exc)
                 self._fail(exc)
                 return
-            task = asyncio.create_task(self._acknowledged(batch, staged, acked))
+            task = asyncio.create_task(self._acknowledged(batch, staged, acked, windowed))
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
 
-    async def _acknowledged(self, batch: _InFlight, staged: Staged, acked: Any) -> None:
+    async def _acknowledged(
+        self, batch: _InFlight, staged: Staged, acked: Any, windowed: WindowedBatch | None
+    ) -> None:
+        windowing = self._windowing
         try:
             await acked
-        except DeliveryFailedError as exc:
+            if windowing is not None and windowed is not None:
+                await windowing.persist(windowed)
+        except (DeliveryFailedError, StateError) as exc:
+            if windowing is not None and windowed is not None:
+                windowing.abandon(windowed)
             batch.trace.end(staged, self._clock() - batch.started, exc)
             self._fail(exc)
             return

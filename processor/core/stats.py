@@ -44,6 +44,11 @@ class Stats:
     end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # one past taken
     last_loop: float = field(default_factory=time.monotonic)
+    # windows (processor.core.windowing)
+    late_readings: int = 0  # their window had closed: not counted, still published
+    aggregates_published: int = 0  # closed windows acknowledged and persisted
+    state_bytes: int = 0  # the owned partitions' window state in memory
+    open_windows: int = 0
 
     @property
     def dead_lettered_total(self) -> int:

@@ -1,0 +1,223 @@
+"""The window state in the engine: restored when a partition is assigned, applied to each
+computed batch before it is sent, persisted once the batch's outputs are acknowledged, and
+dropped when the partition goes (docs/state.md has the order and why it is safe).
+
+Per batch, in the order batches are sent: :meth:`Windowing.apply` counts the batch's readings
+in each partition's :class:`~processor.state.windows.PartitionWindows`, turns duplicates into
+dead letters (through the stage, which framed the points), queues the closed windows'
+aggregates and serializes the rows of the sensors it changed. :meth:`Windowing.persist`, after
+the batch's points and dead letters were acknowledged, waits for the aggregates and for the
+batch before it, writes the rows to the changelog and, once acknowledged, to the local store;
+only then may the batch's offsets be finished. A batch whose partition was revoked (or
+assigned again) since it was fetched leaves the state alone: the partition's new owner reads
+its records again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+
+import msgspec
+import numpy as np
+
+from processor.core.buffer import Chunk
+from processor.core.offsets import OffsetTracker
+from processor.core.ports import Row, Stage, Staged, StateTopics, TopicPartition
+from processor.core.stats import Stats
+from processor.errors import DeliveryFailedError
+from processor.messages.codec import DeadLetterCode, RecordLike
+from processor.state.aggregates import Aggregates
+from processor.state.rows import ChangedRows
+from processor.state.store import LocalStore
+from processor.state.windows import PartitionWindows, Readings, Verdict, WindowSpec
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class WindowedBatch:
+    """What a batch did to the state, to persist once its outputs are acknowledged."""
+
+    changes: dict[TopicPartition, tuple[PartitionWindows, ChangedRows]]
+    aggregates: Awaitable[None] | None
+    aggregate_count: int
+    after: asyncio.Event | None  # set when the batch before this one was persisted
+    persisted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Windowing:
+    """Each owned partition's window state, kept in step with its changelog and local store."""
+
+    def __init__(
+        self,
+        spec: WindowSpec,
+        topics: StateTopics,
+        store: LocalStore,
+        stage: Stage,
+        *,
+        trackers: Mapping[TopicPartition, OffsetTracker],
+        committed: Mapping[TopicPartition, int],
+        stats: Stats,
+    ) -> None:
+        """``trackers``: each owned partition's live set-up (a batch fetched under another is
+        stale); ``committed``: what this member committed per partition (closed windows
+        before it are released)."""
+        self._spec = spec
+        self._topics = topics
+        self._store = store
+        self._stage = stage
+        self._trackers = trackers
+        self._committed = committed
+        self._stats = stats
+        self._windows: dict[TopicPartition, PartitionWindows] = {}
+        self._last: asyncio.Event | None = None
+        self._failed = False
+
+    async def restore(self, tp: TopicPartition) -> None:
+        """The partition's state as last persisted: the local store, then the changelog from
+        where the store stopped (all of it when the store is behind a recreated topic)."""
+        stored, meta = await asyncio.to_thread(self._store.read, tp.topic, tp.partition)
+        since = 0 if meta is None else int.from_bytes(meta, "big")
+        tail, end = await self._topics.read_changelog(tp, since)
+        if since > end:
+            log.warning(
+                "local state is ahead of its changelog: rebuilding it from the changelog",
+                extra={"partition": f"{tp.topic}[{tp.partition}]", "stored": since, "end": end},
+            )
+            await asyncio.to_thread(self._store.drop, tp.topic, tp.partition)
+            stored, _ = await asyncio.to_thread(self._store.read, tp.topic, tp.partition)
+            tail, end = await self._topics.read_changelog(tp, 0)
+        windows = await asyncio.to_thread(
+            PartitionWindows.from_rows, self._spec, chain(stored, tail)
+        )
+        if tail:  # the next restore on this volume starts from here
+            await asyncio.to_thread(self._save, tp, tail, end)
+        self._windows[tp] = windows
+        self._update_gauges()
+        log.info(
+            "window state restored",
+            extra={
+                "partition": f"{tp.topic}[{tp.partition}]",
+                "sensors": windows.sizes().sensors,
+                "stored_rows": len(stored),
+                "changelog_rows": len(tail),
+            },
+        )
+
+    def drop(self, tp: TopicPartition) -> None:
+        """The partition went: its state stays in the changelog and the local store."""
+        self._windows.pop(tp, None)
+        self._update_gauges()
+
+    async def apply(
+        self,
+        chunks: Sequence[Chunk[TopicPartition]],
+        records: Sequence[RecordLike],
+        staged: Staged,
+    ) -> tuple[Staged, WindowedBatch]:
+        """Count ``staged``'s readings (its batch is ``chunks``, whose records are
+        ``records``); duplicates become dead letters. Call in the order batches are sent."""
+        readings = staged.readings
+        if readings is None:
+            raise RuntimeError("windows are on, but the stage computed no readings")
+        rows = readings.rows
+        touched: dict[TopicPartition, PartitionWindows] = {}
+        duplicates: list[int] = []
+        closed: list[Aggregates] = []
+        lo = 0
+        for chunk in chunks:
+            hi = lo + len(chunk.records)
+            first, last = np.searchsorted(rows, (lo, hi))
+            lo = hi
+            windows = self._windows.get(chunk.tp)
+            if (
+                first == last
+                or windows is None
+                or self._trackers.get(chunk.tp) is not chunk.tracker
+            ):
+                continue  # no reading, or fetched for a set-up of the partition that ended
+            at = rows[first:last]
+            offsets = np.fromiter((records[row].offset for row in at), np.int64, at.size)
+            verdicts, aggregates = windows.apply(
+                Readings(
+                    offsets,
+                    readings.sensors[first:last],
+                    readings.event_ms[first:last],
+                    readings.values[first:last],
+                )
+            )
+            duplicates += at[verdicts == Verdict.DUPLICATE].tolist()
+            self._stats.late_readings += int(np.count_nonzero(verdicts == Verdict.LATE))
+            if len(aggregates):
+                closed.append(aggregates)
+            touched[chunk.tp] = windows
+        if duplicates:
+            staged = self._stage.dead_letter(staged, duplicates, DeadLetterCode.DUPLICATE)
+        changes = {}
+        for tp, windows in touched.items():
+            windows.release(self._committed.get(tp, -1))
+            changes[tp] = (windows, windows.take_changes())
+        outgoing = [record for aggregates in closed for record in _records(aggregates)]
+        sent = await self._topics.send_aggregates(outgoing) if outgoing else None
+        batch = WindowedBatch(changes, sent, len(outgoing), self._last)
+        self._last = batch.persisted
+        self._update_gauges()
+        return staged, batch
+
+    async def persist(self, batch: WindowedBatch) -> None:
+        """After ``batch``'s outputs were acknowledged: its aggregates acknowledged, the batch
+        before it persisted, its rows in the changelog and then in the local store. Raises
+        :class:`DeliveryFailedError` (or ``StateError``), and for every later batch too: a
+        later batch's rows must never be persisted without an earlier one's."""
+        try:
+            if batch.after is not None:
+                await batch.after.wait()
+            self._check_earlier_saved()
+            if batch.aggregates is not None:
+                await batch.aggregates
+            # A partition revoked since stays as its new owner finds it in the changelog.
+            owned = [
+                (tp, rows)
+                for tp, (windows, rows) in batch.changes.items()
+                if self._windows.get(tp) is windows
+            ]
+            written = [await self._topics.write_changelog(tp, rows.pairs()) for tp, rows in owned]
+            ends = await asyncio.gather(*written)
+            for (tp, rows), end in zip(owned, ends, strict=True):
+                await asyncio.to_thread(self._save, tp, rows.pairs(), end)
+            self._stats.aggregates_published += batch.aggregate_count
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            batch.persisted.set()
+
+    def _check_earlier_saved(self) -> None:
+        if self._failed:
+            raise DeliveryFailedError("the window state of an earlier batch was not saved")
+
+    def abandon(self, batch: WindowedBatch) -> None:
+        """``batch`` will not be persisted (its outputs failed): neither will any after it."""
+        self._failed = True
+        batch.persisted.set()
+
+    def _save(self, tp: TopicPartition, rows: Sequence[Row], changelog_end: int) -> None:
+        self._store.write(tp.topic, tp.partition, dict(rows), changelog_end.to_bytes(8, "big"))
+
+    def _update_gauges(self) -> None:
+        windows = self._windows.values()
+        self._stats.state_bytes = sum(state.memory_bytes() for state in windows)
+        self._stats.open_windows = sum(state.sizes().open_windows for state in windows)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def _records(aggregates: Aggregates) -> list[tuple[bytes, bytes]]:
+    """Closed windows as the aggregates topic's records: keyed by sensor id, JSON values."""
+    return [(row["sensor_id"].encode(), _encode(row)) for row in aggregates.rows()]
