@@ -180,9 +180,9 @@ class Processor:
             connection.state,
             store,
             self.stage,
-            self.trackers,
-            committer.committed,
-            self.stats,
+            trackers=self.trackers,
+            committed=committer.committed,
+            stats=self.stats,
         )
 
     # The listener the connector subscribes with: the parts exist by the first rebalance.
