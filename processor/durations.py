@@ -7,9 +7,10 @@ One parser for every duration setting, so that ``PROCESSOR_WINDOW=5m`` and a con
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, get_args
 
 from pydantic import BeforeValidator
+from pydantic.fields import FieldInfo
 
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _PART = re.compile(r"(\d+)(ms|s|m|h|d)")
@@ -41,3 +42,11 @@ def format_ms(ms: int) -> str:
 
 #: A duration setting, in milliseconds.
 DurationMs = Annotated[int, BeforeValidator(parse_ms)]
+
+
+def is_duration(field: FieldInfo) -> bool:
+    """The setting is a :data:`DurationMs`, optional or not (for help texts and tests)."""
+    found = list(field.metadata)
+    for arg in get_args(field.annotation):
+        found += getattr(arg, "__metadata__", ())
+    return any(getattr(marker, "func", None) is parse_ms for marker in found)

@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.config import Settings
-from processor.durations import format_ms, parse_ms
+from processor.durations import format_ms, is_duration
 from processor.kafka.admin import create_topics
 from processor.tools.embedded_broker import FAST_GROUP
 from tests.integration.broker import TestBroker
@@ -81,16 +81,7 @@ def _env_text(name: str, value: Any) -> str:
         return str(value).lower()
     if isinstance(value, tuple | list):
         return ",".join(map(str, value))
-    return format_ms(value) if _is_duration(name) else str(value)
-
-
-def _is_duration(name: str) -> bool:
-    """The setting is a :data:`processor.durations.DurationMs` (optional or not)."""
-    info = Settings.model_fields[name]
-    found = list(info.metadata)
-    for arg in get_args(info.annotation):
-        found += getattr(arg, "__metadata__", ())
-    return any(getattr(marker, "func", None) is parse_ms for marker in found)
+    return format_ms(value) if is_duration(Settings.model_fields[name]) else str(value)
 
 
 async def produce(
