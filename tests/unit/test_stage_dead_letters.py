@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,12 +23,13 @@ from processor.geo.stage import SpatialStage
 from processor.kafka import batches
 from processor.messages.codec import DeadLetterCode, Headers
 from processor.messages.encode import ERROR_HEADER
-from processor.messages.jobs import BatchSpec, Framed, Job, ProduceBatch
+from processor.messages.jobs import BatchSpec, Framed, Job, PointReadings, ProduceBatch
 from processor.tools.synthetic import readings
 from processor.wiring import kafka_processor
 from processor.workers.framing import Framer, StageThenFrame
 from processor.workers.runner import ProcessRunner, ThreadRunner
-from processor.workers.stage_port import RunnerStage
+from processor.workers.stage_port import Delayed, RunnerStage
+from tests.support.memory_broker import Counted, CountingStage, run
 
 from .records import Record, messages, reading, record
 
@@ -319,3 +321,30 @@ def test_the_framer_needs_dedup() -> None:
         Framer().dead_letter(
             work, WORK_STAGE.run(work), [0], code=DeadLetterCode.DUPLICATE, message="m", max_bytes=1
         )
+
+
+# The in-memory stage of the engine's tests, and the slow stage in front of either.
+
+
+async def test_the_counting_stage_moves_counts_and_gives_the_readings_it_is_given() -> None:
+    given_readings = PointReadings(
+        np.arange(3), np.array([b"s"] * 3), np.zeros(3, np.int64), np.zeros((3, 1))
+    )
+    made: list[tuple[Any, Any]] = []
+
+    def make(runs: Any, records: Any) -> PointReadings:
+        made.append((runs, records))
+        return given_readings
+
+    tp = TopicPartition("in", 0)
+    records = [*run(tp, 0, 3), Record("in", 0, 3, b"s", b"bad")]
+    stage = Delayed(CountingStage(make), 0)
+    counted = await stage.compute([(tp, records)], records, None, None)
+    assert isinstance(counted, Counted)
+    assert counted.readings is given_readings
+    assert made == [([(tp, records)], records)]
+    dead = stage.dead_letter(counted, [0, 2, 2], DUPLICATE)
+    assert (dead.published, dead.codes) == (1, Counter({"invalid_json": 1, DUPLICATE: 2}))
+    assert (counted.published, counted.codes) == (3, Counter({"invalid_json": 1}))
+    assert stage.dead_letter(counted, [], DUPLICATE).codes == counted.codes
+    assert (await CountingStage().compute([(tp, records)], records, None, None)).readings is None
