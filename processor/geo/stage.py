@@ -17,7 +17,7 @@ import shapely
 
 from processor.geo.geofence import Geofences
 from processor.geo.spatial import Projection, Reprojector
-from processor.messages.codec import DeadLetterCode, Where, decode_batch
+from processor.messages.codec import DeadLetterCode, decode_batch
 from processor.messages.encode import encode_dead_letter, encode_points
 from processor.messages.jobs import Columns
 from processor.messages.measures import Measures, measures
@@ -140,10 +140,11 @@ class SpatialStage:
         output.keys = [sensor_ids[row].encode() for row in accepted]
         for index in sorted(failures):
             code, message = failures[index]
-            where = Where(topics[index], partitions[index], offsets[index], batch.values[index])
             output.failed.append(index)
             output.codes.append(code)
-            output.letters.append(encode_dead_letter(where, code, message, self._max_bytes))
+            output.letters.append(
+                encode_dead_letter(batch.where(index), code, message, self._max_bytes)
+            )
         return output
 
     def _regions(self, projection: Projection) -> list[list[str]] | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from processor.messages.codec import Headers, RecordLike
+from processor.messages.codec import Headers, RecordLike, Where
 
 #: (key, value, headers) of one record to produce.
 Outgoing = tuple[bytes | None, bytes, Headers]
@@ -63,6 +63,10 @@ class Columns:
     topics: list[str] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+
+    def where(self, row: int) -> Where:
+        """Where ``row`` came from, with its payload: what its dead letter names and carries."""
+        return Where(self.topics[row], self.partitions[row], self.offsets[row], self.values[row])
 
 
 @dataclass(slots=True)
@@ -130,6 +134,9 @@ class Framed:
     codes: Counter[str] = field(default_factory=Counter)  # dead letters by error code
     readings: PointReadings | None = None  # when the job had window_fields
     outputs: PointOutputs | None = None  # when the job had dedup
+    #: The job itself, when it had dedup: set in the process that sent it, after it came
+    #: back (never pickled either way), so that points can be dead-lettered from their input.
+    job: Job | None = field(default=None, repr=False, compare=False)
 
     @property
     def dead_lettered(self) -> int:

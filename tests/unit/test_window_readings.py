@@ -1,6 +1,7 @@
-"""The worker side of windows: the points' readings for the window state (Framed.readings),
-and the points framed again without duplicates (Framed.outputs, Framer.reframe), against a
-plain per-record oracle (json.loads)."""
+"""The worker side of windows: the points' readings for the window state (Framed.readings)
+against a plain per-record oracle (json.loads), and the points kept as records for dedup
+(Framed.outputs; what sending some to the dead letters does with them is in
+test_stage_dead_letters)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,11 +18,9 @@ from hypothesis import strategies as st
 
 from processor.config import Settings
 from processor.geo.stage import SpatialStage
-from processor.kafka import batches
 from processor.messages.jobs import BatchSpec, Framed, Job
 from processor.state.aggregates import sensor_keys
-from processor.tools.synthetic import readings
-from processor.workers.framing import Framer, StageThenFrame
+from processor.workers.framing import StageThenFrame
 from processor.workers.runner import ProcessRunner, ThreadRunner
 
 from .records import messages, reading, record
@@ -187,64 +185,6 @@ def test_readings_match_the_oracle(
 ) -> None:
     values, valid = batch
     assert_readings(stage.run(job(values)), values, valid, FIELDS)
-
-
-@pytest.fixture
-def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches carry the time they were built: fixed, so two framings compare as bytes."""
-    monkeypatch.setattr(batches, "time", SimpleNamespace(time=lambda: 1_764_000_000.0))
-
-
-def many() -> list[bytes | None]:
-    return [value for _, value, _ in readings(300, sensors=40, invalid_ratio=0.1)]
-
-
-@pytest.mark.parametrize("prebuilt", [True, False])
-@pytest.mark.usefixtures("fixed_clock")
-def test_reframing_without_dropping_is_the_same_bytes(
-    stage: StageThenFrame, prebuilt: bool
-) -> None:
-    work = job(many(), dedup=True, prebuilt=prebuilt)
-    framed = stage.run(work)
-    assert framed.outputs is not None
-    assert {batch.partition for batch in framed.points} == {0, 1, 2}
-    assert Framer().reframe(work, framed, []) == framed.points
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.data())
-def test_reframing_drops_the_rows_and_keeps_the_rest_in_place(
-    stage: StageThenFrame, data: st.DataObject
-) -> None:
-    values = many()
-    work = job(values, dedup=True, prebuilt=data.draw(st.booleans()))
-    framed = stage.run(work)
-    assert framed.outputs is not None
-    rows = framed.outputs.rows
-    drop = set(data.draw(st.lists(st.sampled_from(rows)))) | {len(values) + 5}  # + not a point
-    again = Framer().reframe(work, framed, drop)
-
-    def by_partition(framed_points: list[Any]) -> dict[int, list[Any]]:
-        out: dict[int, list[Any]] = {}
-        for batch in framed_points:
-            out.setdefault(batch.partition, []).extend(messages([batch]))
-        return out
-
-    before, after = by_partition(framed.points), by_partition(again)
-    outputs = framed.outputs
-    dropped_values = {value for row, value in zip(rows, outputs.values, strict=True) if row in drop}
-    expected = {
-        partition: [m for m in points if m[1] not in dropped_values]
-        for partition, points in before.items()
-    }
-    assert {p: m for p, m in after.items() if m} == {p: m for p, m in expected.items() if m}
-    assert sum(map(len, after.values())) == len(rows) - len(drop & set(rows))
-
-
-def test_reframing_needs_dedup(stage: StageThenFrame) -> None:
-    work = job(many())
-    with pytest.raises(ValueError, match="dedup"):
-        Framer().reframe(work, stage.run(work), [0])
 
 
 async def test_readings_cross_the_thread_and_a_worker_process() -> None:
