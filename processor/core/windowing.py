@@ -211,8 +211,10 @@ class Windowing:
 
     def _update_gauges(self) -> None:
         windows = self._windows.values()
-        self._stats.state_bytes = sum(state.memory_bytes() for state in windows)
-        self._stats.open_windows = sum(state.sizes().open_windows for state in windows)
+        stats = self._stats
+        stats.state_bytes = sum(state.memory_bytes() for state in windows)
+        stats.peak_state_bytes = max(stats.peak_state_bytes, stats.state_bytes)
+        stats.open_windows = sum(state.sizes().open_windows for state in windows)
 
     def close(self) -> None:
         self._store.close()
