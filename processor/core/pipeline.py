@@ -42,7 +42,7 @@ from processor.core.spill import SpillStore
 from processor.core.staging import Staging
 from processor.core.stats import Stats
 from processor.core.windowing import Windowing
-from processor.errors import ConfigError, UndecodableBatchError
+from processor.errors import ConfigError, ProcessorError, UndecodableBatchError
 from processor.state.store import LocalStore
 from processor.state.windows import WindowSpec
 
@@ -187,11 +187,25 @@ class Processor:
 
     # The listener the connector subscribes with: the parts exist by the first rebalance.
 
+    # The Kafka client logs and swallows a listener's exception, so a failed set-up (a window
+    # state that cannot be restored) would leave a partition silently unprocessed: stop.
+
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.parts.rebalance.on_revoked(revoked)
+        try:
+            await self.parts.rebalance.on_revoked(revoked)
+        except Exception as exc:
+            self._rebalance_failed(exc)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.parts.rebalance.on_assigned(assigned)
+        try:
+            await self.parts.rebalance.on_assigned(assigned)
+        except Exception as exc:
+            self._rebalance_failed(exc)
+
+    def _rebalance_failed(self, error: Exception) -> None:
+        if not isinstance(error, ProcessorError):  # a bug: its traceback
+            log.error("rebalance failed", exc_info=error)
+        self._fail(error)
 
     async def fetch_once(self) -> None:
         """One round of the fetch loop (see :meth:`Admission.fetch_once`)."""

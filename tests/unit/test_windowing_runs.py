@@ -185,3 +185,15 @@ async def test_after_a_failed_acknowledgement_no_later_batch_is_saved(tmp_path: 
     assert await running == 1
     assert A not in topics.changelog
     assert broker.group_offsets.get(A, 0) == 0
+
+
+async def test_state_saved_under_other_settings_stops_the_processor(tmp_path: Path) -> None:
+    broker, topics = MemoryBroker(), MemoryStateTopics()
+    _produce(broker, _minute(0, [1]))
+    await _run_to_end(_processor(tmp_path, _connection(broker, topics)), broker)
+    _produce(broker, _minute(1, [2]))
+    longer = _processor(tmp_path, _connection(broker, topics), window=120_000)
+    # The client would swallow the listener's error; the processor stops on it instead.
+    assert await longer.run() == 1
+    assert broker.group_offsets[A] == 1
+    assert longer.stats.published == 0
