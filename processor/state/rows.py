@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from processor.durations import format_ms
 from processor.errors import StateError
 from processor.state.tables import I64, DedupKeys, Keys, OpenWindows
 
@@ -163,14 +164,24 @@ def unpack_partition(
         closed = dict(zip(pairs[0::2].tolist(), pairs[1::2].tolist(), strict=True))
     except (ValueError, TypeError) as e:  # short buffers, bad JSON, odd pairs
         raise StateError(f"the saved window state cannot be read: {e}") from e
-    if (saved_length, saved_lateness, bool(saved_dedup), saved_fields) != (
-        length_ms,
-        lateness_ms,
-        dedup,
-        fields,
-    ):
-        raise StateError("the saved window state was written under other settings")
+    saved = _settings(saved_length, saved_lateness, fields=saved_fields, dedup=bool(saved_dedup))
+    now = _settings(length_ms, lateness_ms, fields=fields, dedup=dedup)
+    if saved != now:
+        raise StateError(
+            f"the saved window state was written with {saved}, not {now}: it would count "
+            "differently. Go back to those settings, or start the state over (delete the "
+            "changelog topic and PROCESSOR_STATE_DIR)"
+        )
     return PartitionState(int(max_event), closed)
+
+
+def _settings(length_ms: int, lateness_ms: int, *, fields: tuple[str, ...], dedup: bool) -> str:
+    """The window settings as their variables spell them."""
+    return (
+        f"PROCESSOR_WINDOW={format_ms(length_ms)} "
+        f"PROCESSOR_ALLOWED_LATENESS={format_ms(lateness_ms)} "
+        f"PROCESSOR_AGGREGATE_FIELDS={','.join(fields)} PROCESSOR_DEDUP={str(dedup).lower()}"
+    )
 
 
 def latest(rows: Iterable[Row]) -> tuple[bytes | None, Keys, list[bytes]]:
