@@ -21,12 +21,12 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from processor.config import Settings
 from processor.core.ports import PartitionListener, Staged, TopicPartition
 from processor.core.stats import Stats
-from processor.errors import CommitFailedError, ConfigError, DeliveryFailedError
+from processor.errors import CommitFailedError, ConfigError
 from processor.kafka.broker_watch import BrokerWatch
 from processor.kafka.clients import make_consumer, make_producer
 from processor.kafka.preflight import check_cluster, unreachable
 from processor.kafka.probe import broker_probe
-from processor.kafka.publisher import Publisher
+from processor.kafka.publisher import Publisher, acknowledged, producing
 from processor.messages.codec import RecordLike
 from processor.messages.jobs import BatchSpec, Framed
 
@@ -103,19 +103,10 @@ class KafkaOutputs:
     async def send(self, staged: Staged) -> Awaitable[None]:
         """``staged`` as the stage runners return it (:class:`Framed`)."""
         framed = cast(Framed, staged)
-        try:
+        with producing():
             futures = await self.publisher.send(self._output_topic, framed.points)
             futures += await self.publisher.send(self._dlq_topic, framed.letters)
-        except KafkaError as exc:
-            raise DeliveryFailedError(f"cannot produce: {exc!r}") from exc
-        return asyncio.ensure_future(_acknowledged(futures))
-
-
-async def _acknowledged(futures: list[asyncio.Future[Any]]) -> None:
-    try:
-        await asyncio.gather(*futures)
-    except KafkaError as exc:
-        raise DeliveryFailedError(f"broker did not acknowledge a batch: {exc!r}") from exc
+        return asyncio.ensure_future(acknowledged(futures))
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
