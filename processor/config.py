@@ -249,6 +249,11 @@ class Settings(BaseSettings):
             )
         if self.window is not None and not self.aggregate_fields:
             raise ValueError("aggregate_fields: windows need at least one field to aggregate")
+        if self.window is not None and self.acks == "0":
+            raise ValueError(
+                "acks: windows need the broker's acknowledgements (1 or all): the window "
+                "state is saved once its outputs are acknowledged"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_keyfile: ssl_certfile and ssl_keyfile go together")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
