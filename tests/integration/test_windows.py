@@ -38,6 +38,7 @@ T0 = 1_796_083_200_000  # 2026-12-01T00:00:00Z
 FIELDS = ("pm25", "pm10")
 SENSORS = [f"win-{i:03d}" for i in range(40)]
 STEPS = 120  # a reading every 5 s per sensor: 10 minutes of event time
+SECOND_PART = 84  # produced once a second member shares the partitions
 
 
 def _iso(ms: int) -> str:
@@ -57,13 +58,18 @@ def _reading(sensor: str, event_ms: int, rng: random.Random) -> bytes:
     return json.dumps(document).encode()
 
 
-def _input(seed: int = 17) -> list[tuple[bytes, bytes]]:
+def _input(seed: int = 17) -> list[list[tuple[bytes, bytes]]]:
     """Readings every 5 s per sensor, jittered by up to 8 s (out of order within the
-    lateness), plus late ones (4 minutes old) and repeats of a recent (sensor, timestamp)."""
+    lateness), plus late ones (4 minutes old) and repeats of a recent (sensor, timestamp);
+    in two parts, the second from the ``SECOND_PART`` th step."""
     rng = random.Random(seed)
     out: list[tuple[bytes, bytes]] = []
+    parts = [out]
     recent: dict[str, list[int]] = defaultdict(list)
     for step in range(STEPS):
+        if step == SECOND_PART:
+            out = []
+            parts.append(out)
         for sensor in SENSORS:
             event = T0 + step * 5_000 + rng.randint(-8_000, 8_000)
             out.append((sensor.encode(), _reading(sensor, event, rng)))
@@ -74,7 +80,7 @@ def _input(seed: int = 17) -> list[tuple[bytes, bytes]]:
             if rng.random() < 0.02:
                 late = event - 4 * MINUTE
                 out.append((sensor.encode(), _reading(sensor, late, rng)))
-    return out
+    return parts
 
 
 @dataclass
@@ -155,7 +161,8 @@ async def test_aggregates_survive_kill_9_twice_a_rebalance_and_a_restart(
 ) -> None:
     aggregates_topic = f"agg-{topics.group}"
     await create_topics(bootstrap, [aggregates_topic], 4)
-    await produce(bootstrap, topics.input, _input())
+    first, second = _input()
+    await produce(bootstrap, topics.input, first)
     settings = settings_for(
         broker,
         topics,
@@ -166,12 +173,12 @@ async def test_aggregates_survive_kill_9_twice_a_rebalance_and_a_restart(
         dedup=True,
         aggregates_topic=aggregates_topic,
         state_dir=tmp_path / "state-a",
-        stage_delay_ms=30,
-        batch_max_records=150,
-        buffer_max_records=1_200,
+        stage_delay_ms=60,
+        batch_max_records=50,
+        buffer_max_records=600,
     )
     await _crash_twice(settings, bootstrap, topics, tmp_path)
-    await _rebalance_to_a_second_member(settings, bootstrap, topics, tmp_path)
+    await _rebalance_to_a_second_member(settings, bootstrap, topics, tmp_path, second)
     await _restart_and_close_every_window(settings, bootstrap, topics, tmp_path)
 
     expected, duplicates = _offline(await read_all(bootstrap, topics.input, None))
@@ -208,10 +215,14 @@ async def _crash_twice(settings: Settings, bootstrap: str, topics: Topics, tmp: 
 
 
 async def _rebalance_to_a_second_member(
-    settings: Settings, bootstrap: str, topics: Topics, tmp: Path
+    settings: Settings,
+    bootstrap: str,
+    topics: Topics,
+    tmp: Path,
+    second_part: list[tuple[bytes, bytes]],
 ) -> None:
-    """A member takes over, a second one joins and restores the partitions moved to it; both
-    stop gracefully once everything is committed."""
+    """A member takes over, a second one joins and restores the partitions moved to it, and
+    both go on with the input's second part; both stop gracefully once it is committed."""
     second = settings.model_copy(update={"state_dir": tmp / "state-b", "spill_dir": tmp / "b"})
     members = [ProcessorProcess(settings, tmp / "a.log")]
     try:
@@ -221,6 +232,7 @@ async def _rebalance_to_a_second_member(
             lambda: "window state restored" in members[1].log(),
             what="the second member restored a partition's state",
         )
+        await produce(bootstrap, topics.input, second_part)
         await wait_committed_at_end(bootstrap, topics)
         for member in members:
             member.signal(signal.SIGTERM)
@@ -229,6 +241,14 @@ async def _rebalance_to_a_second_member(
     finally:
         for member in members:
             member.stop_now()
+    summaries = [_summary(member) for member in members]
+    assert all(summary["consumed"] for summary in summaries), "both must have worked"
+    print(f"\nwindows test: members' summaries {summaries}")
+
+
+def _summary(member: ProcessorProcess) -> dict[str, Any]:
+    """The member's stop summary (its "stopped cleanly" line)."""
+    return next(line for line in member.lines() if line.get("message") == "stopped cleanly")
 
 
 async def _restart_and_close_every_window(
