@@ -1,6 +1,7 @@
 """``python -m bench.window_state``: the window state alone (``processor.state.windows``), no
-broker: ``apply()`` throughput, memory per sensor and per open window, snapshot size, and the
-per-sensor changelog rows: ``take_changes()`` per batch, bytes a row, ``from_rows()``.
+broker: ``apply()`` throughput, memory per sensor and per open window, and the per-sensor
+changelog rows: ``take_changes()`` per batch, bytes a row, and the restore, ``from_rows()`` of
+the latest row of each key (what the local store holds).
 
 Each sensor reports every ``--every-s`` seconds of event time, in offset order with up to 5 s
 of clock jitter, and 1 % of readings are sent twice (an uplink's redelivery); batches of
@@ -8,13 +9,13 @@ of clock jitter, and 1 % of readings are sent twice (an uplink's redelivery); ba
 once the open windows and dedup keys have reached their steady size (length + lateness).
 
 Measured on the 2-core dev machine (defaults: 60 s windows, 10 m lateness, a reading per
-sensor every 10 s, so 11 open windows and ~62 dedup keys per sensor): 1,000 sensors 717k
-readings/s; 100,000 sensors 238k readings/s, 236 MB of state (88 B an open window, 24 B a
-dedup key, 23 B a sensor's key and offset), snapshot 2.5 KB a sensor (zlib level 1: 0.9 KB),
-written in 0.6 s and restored in 1.0 s. Changelog rows (each batch's changed sensors, the
-commit point a batch behind): 1.9-2.0 KB a sensor row; take_changes() 8 ms a batch of 5,000
-at 1,000 sensors (965 rows, apply() alone 6 ms), 94 ms at 100,000 (4,950 rows, 9.5 MB;
-apply() 19 ms), so 343k and 44k readings/s with rows; from_rows() of 100,000 rows 2.0 s.
+sensor every 10 s, so 11 open windows and ~62 dedup keys per sensor): 1,000 sensors 725k
+readings/s; 100,000 sensors 226k readings/s, 236 MB of state (88 B an open window, 24 B a
+dedup key, 23 B a sensor's key and offset). Changelog rows (each batch's changed sensors, the
+commit point a batch behind): 1.9-2.0 KB a sensor row; take_changes() 9 ms a batch of 5,000
+at 1,000 sensors (965 rows, apply() alone 7 ms), 114 ms at 100,000 (4,950 rows, 9.5 MB;
+apply() 22 ms), so 315k and 37k readings/s with rows; from_rows() of 100,000 rows 3.0 s
+(2.5-3.7 s over four calls in one process, the first the slowest).
 """
 
 from __future__ import annotations
@@ -85,12 +86,6 @@ def measure(sensors: int, args: argparse.Namespace) -> dict[str, float]:
             row_count += len(changes.sensors)
             row_bytes += sum(len(key) + len(value) for key, value in changes.sensors)
     began = time.perf_counter()
-    snapshot = state.snapshot()
-    snapshot_s = time.perf_counter() - began
-    began = time.perf_counter()
-    PartitionWindows.restore(spec, snapshot)
-    restore_s = time.perf_counter() - began
-    began = time.perf_counter()
     PartitionWindows.from_rows(spec, latest.items())
     from_rows_s = time.perf_counter() - began
     sizes = state.sizes()
@@ -111,9 +106,6 @@ def measure(sensors: int, args: argparse.Namespace) -> dict[str, float]:
         "bytes_per_open_window": round(sizes.window_bytes / max(sizes.open_windows, 1), 1),
         "bytes_per_dedup_key": round(sizes.dedup_bytes / max(sizes.dedup_keys, 1), 1),
         "memory_bytes_per_sensor": round(state.memory_bytes() / sensors),
-        "snapshot_bytes_per_sensor": round(len(snapshot) / sensors),
-        "snapshot_s": round(snapshot_s, 3),
-        "restore_s": round(restore_s, 3),
         "from_rows_s": round(from_rows_s, 3),
     }
 

@@ -2,13 +2,14 @@
 of int64 keys so a batch finds its rows with binary searches instead of a dict per row.
 
 A million sensors are then a few arrays, not a million Python objects; inserting a batch's
-new rows and dropping closed ones are whole-column numpy operations.
+new rows, picking a window's or some sensors' rows and dropping closed ones are whole-column
+numpy operations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -91,13 +92,6 @@ class Table:
             },
         )
 
-    def saved(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
-        return {f"{prefix}.{name}": column for name, column in self.columns().items()}
-
-    @classmethod
-    def loaded(cls, prefix: str, arrays: dict[str, npt.NDArray[Any]]) -> Self:
-        return cls(**{f.name: arrays[f"{prefix}.{f.name}"] for f in fields(cls)})
-
 
 def _insert(column: npt.NDArray[Any], at: I64, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """``np.insert`` that widens a bytes column first: it would truncate longer values."""
@@ -167,6 +161,10 @@ class OpenWindows(Table):
             np.full(shape, -np.inf),
         )
 
+    @classmethod
+    def empty(cls, n_fields: int) -> OpenWindows:
+        return cls.new(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), n_fields)
+
 
 @dataclass(slots=True)
 class DedupKeys(Table):
@@ -181,3 +179,38 @@ class DedupKeys(Table):
     @classmethod
     def empty(cls) -> DedupKeys:
         return cls(*(np.empty(0, dtype=np.int64) for _ in range(3)))
+
+    def added(self, at: I64, sensor: I64, event: I64, offsets: I64) -> DedupKeys:
+        """The keys of newly counted readings inserted at ``at`` (distinct and absent)."""
+        if not sensor.size:
+            return self
+        order = np.lexsort((event, sensor))
+        return self.insert(at[order], DedupKeys(sensor[order], event[order], offsets[order]))
+
+
+TableT = TypeVar("TableT", bound=Table)
+
+
+def by_window(start: I64, mask: npt.NDArray[np.bool_] | None = None) -> list[tuple[int, I64]]:
+    """The distinct window starts of the rows ``mask`` picks, and their rows, in order."""
+    rows = np.flatnonzero(mask) if mask is not None else np.arange(start.size)
+    if not rows.size:
+        return []
+    rows = rows[np.argsort(start[rows], kind="stable")]
+    windows, first = np.unique(start[rows], return_index=True)
+    return list(zip(windows.tolist(), np.split(rows, first[1:]), strict=True))
+
+
+def in_start_order(tables: dict[int, TableT], empty: TableT) -> TableT:
+    """Tables by window start as one, in start order."""
+    return empty.joined([tables[w] for w in sorted(tables)])
+
+
+def of_sensors(table: TableT, who: I64) -> TableT:
+    """The rows of the sensors ``who`` (sorted) in a table sorted by sensor row."""
+    sensor = table.columns()["sensor"]
+    lo = np.searchsorted(sensor, who, "left")
+    size = np.searchsorted(sensor, who, "right") - lo
+    first = np.cumsum(size) - size
+    rows = np.repeat(lo - first, size) + np.arange(int(size.sum()), dtype=np.int64)
+    return table.rows(rows)

@@ -33,17 +33,14 @@ was written) and the dedup keys of windows released since.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from processor.errors import StateError
 from processor.state.aggregates import Aggregates
 from processor.state.rows import (
     ChangedRows,
@@ -63,13 +60,14 @@ from processor.state.tables import (
     Keys,
     OpenWindows,
     Sensors,
-    Table,
+    by_window,
     find,
+    in_start_order,
+    of_sensors,
     renumber,
 )
 
 Mask = npt.NDArray[np.bool_]
-TableT = TypeVar("TableT", bound=Table)
 NOTHING_SEEN = int(np.iinfo(np.int64).min)  # the running maximum before any event time
 
 
@@ -187,14 +185,14 @@ class PartitionWindows:
             )
             counted &= ~duplicate
             verdicts[duplicate] = Verdict.DUPLICATE
-            for window, rows in _by_window(start, counted):
-                self._dedup[window] = _added(
-                    self._dedup[window], at[rows], sensor[rows], event[rows], offsets[rows]
+            for window, rows in by_window(start, counted):
+                self._dedup[window] = self._dedup[window].added(
+                    at[rows], sensor[rows], event[rows], offsets[rows]
                 )
         verdicts[late] = Verdict.LATE
         np.maximum.at(self._sensors.applied, sensor, offsets)
         self._changed.append(readings.sensors[~replay])
-        for window, rows in _by_window(start, counted):
+        for window, rows in by_window(start, counted):
             self._count(window, sensor[rows], readings.values[rows])
         self._max_event = int(seen[-1])
         return verdicts, self._close(offsets, seen)
@@ -207,7 +205,7 @@ class PartitionWindows:
         due = start + (spec.length_ms + spec.lateness_ms)  # the largest event time closing it
         shut = due <= seen[:-1]
         closer = np.full(start.size, -1, dtype=np.int64)
-        for window, rows in _by_window(start, shut):
+        for window, rows in by_window(start, shut):
             if int(due[rows[0]]) <= seen[0]:  # closed before this batch; -1: released
                 closer[rows] = self._closed.get(window, -1)
             else:
@@ -236,7 +234,7 @@ class PartitionWindows:
         at = np.zeros(sensor.size, dtype=np.int64)
         found = np.zeros(sensor.size, dtype=bool)
         recorded = np.full(sensor.size, -1, dtype=np.int64)
-        for window, rows in _by_window(start, ~late):
+        for window, rows in by_window(start, ~late):
             keys = self._dedup.setdefault(window, DedupKeys.empty())
             at[rows], found[rows] = find(keys.sensor, keys.event_ms, sensor[rows], event[rows])
             hit = rows[found[rows]]
@@ -254,7 +252,7 @@ class PartitionWindows:
         """Add counted readings to the window starting at ``window``, opening it for the
         sensors it lacks, in record order so the sums do not depend on the batching."""
         n_fields = len(self._spec.fields)
-        table = self._windows.get(window) or OpenWindows.new(*_no_pairs(), n_fields)
+        table = self._windows.get(window) or OpenWindows.empty(n_fields)
         start = np.full(sensor.size, window, dtype=np.int64)
         at, found = find(table.sensor, table.start, sensor, start)
         missing = np.flatnonzero(~found)
@@ -309,13 +307,12 @@ class PartitionWindows:
         changed = np.unique(np.concatenate([keys[:0], *self._changed]))
         self._changed = []
         who = np.searchsorted(keys, changed)
-        n_fields = len(spec.fields)
-        windows = _flat(
-            {w: _of_sensors(table, who) for w, table in self._windows.items()},
-            OpenWindows.new(*_no_pairs(), n_fields),
+        windows = in_start_order(
+            {w: of_sensors(table, who) for w, table in self._windows.items()},
+            OpenWindows.empty(len(spec.fields)),
         )
-        dedup = _flat(
-            {w: _of_sensors(table, who) for w, table in self._dedup.items()}, DedupKeys.empty()
+        dedup = in_start_order(
+            {w: of_sensors(table, who) for w, table in self._dedup.items()}, DedupKeys.empty()
         )
         # Rows in start order, each start's by sensor (then event): a stable sort by sensor
         # makes them (sensor, start, event), merging sorted runs (timsort: near linear).
@@ -355,13 +352,13 @@ class PartitionWindows:
         state._sensors = Sensors(keys, sensors.applied)
         shut = state._shut(sensors.windows.start)
         windows = sensors.windows.rows(~shut)
-        state._windows = {w: windows.rows(rows) for w, rows in _by_window(windows.start)}
+        state._windows = {w: windows.rows(rows) for w, rows in by_window(windows.start)}
         dedup = sensors.dedup
         starts = dedup.event_ms - dedup.event_ms % spec.length_ms
         kept = ~state._shut(starts) | np.isin(starts, list(state._closed))
         dedup = dedup.rows(kept)
         starts = starts[kept]
-        state._dedup = {w: dedup.rows(rows) for w, rows in _by_window(starts)}
+        state._dedup = {w: dedup.rows(rows) for w, rows in by_window(starts)}
         return state
 
     def _shut(self, start: I64) -> Mask:
@@ -388,84 +385,3 @@ class PartitionWindows:
         """The bytes of the state's arrays (the objects around them are a constant ~2 KB)."""
         sizes = self.sizes()
         return sizes.sensor_bytes + sizes.window_bytes + sizes.dedup_bytes
-
-    def snapshot(self) -> bytes:
-        """The whole state as an uncompressed ``.npz`` (no pickles), for the local store and
-        the changelog."""
-        spec = self._spec
-        arrays: dict[str, npt.NDArray[Any]] = {
-            "spec": np.array([spec.length_ms, spec.lateness_ms, spec.dedup], dtype=np.int64),
-            "fields": np.array(spec.fields, dtype=np.str_),
-            "max_event": np.array(self._max_event, dtype=np.int64),
-            "closed": np.array(sorted(self._closed.items()), dtype=np.int64).reshape(-1, 2),
-            **self._sensors.saved("sensors"),
-            **_flat(self._windows, OpenWindows.new(*_no_pairs(), len(spec.fields))).saved(
-                "windows"
-            ),
-            **_flat(self._dedup, DedupKeys.empty()).saved("dedup"),
-        }
-        buffer = io.BytesIO()
-        np.savez(buffer, allow_pickle=False, **arrays)
-        return buffer.getvalue()
-
-    @classmethod
-    def restore(cls, spec: WindowSpec, data: bytes) -> PartitionWindows:
-        """The state :meth:`snapshot` saved; :class:`StateError` if unreadable or saved under
-        other settings (it would count differently from what was counted)."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as saved:
-                arrays = {name: saved[name] for name in saved.files}
-            state = cls(spec)
-            saved_spec = (arrays["spec"].tolist(), tuple(arrays["fields"].tolist()))
-            if saved_spec != ([spec.length_ms, spec.lateness_ms, spec.dedup], spec.fields):
-                raise StateError(
-                    f"the saved window state was written under other settings than {spec}"
-                )
-            state._max_event = int(arrays["max_event"])
-            state._closed = {int(w): int(o) for w, o in arrays["closed"].tolist()}
-            state._sensors = Sensors.loaded("sensors", arrays)
-            windows = OpenWindows.loaded("windows", arrays)
-            state._windows = {w: windows.rows(rows) for w, rows in _by_window(windows.start)}
-            keys = DedupKeys.loaded("dedup", arrays)
-            starts = keys.event_ms - keys.event_ms % spec.length_ms
-            state._dedup = {w: keys.rows(rows) for w, rows in _by_window(starts)}
-        except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
-            raise StateError(f"the saved window state cannot be read: {e}") from e
-        return state
-
-
-def _no_pairs() -> tuple[I64, I64]:
-    return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-
-
-def _by_window(start: I64, mask: Mask | None = None) -> list[tuple[int, I64]]:
-    """The distinct window starts of the rows ``mask`` picks, and their rows, in order."""
-    rows = np.flatnonzero(mask) if mask is not None else np.arange(start.size)
-    if not rows.size:
-        return []
-    rows = rows[np.argsort(start[rows], kind="stable")]
-    windows, first = np.unique(start[rows], return_index=True)
-    return list(zip(windows.tolist(), np.split(rows, first[1:]), strict=True))
-
-
-def _flat(tables: dict[int, TableT], empty: TableT) -> TableT:
-    """Tables by window start as one, in start order (what a snapshot holds)."""
-    return empty.joined([tables[w] for w in sorted(tables)])
-
-
-def _of_sensors(table: TableT, who: I64) -> TableT:
-    """The rows of the sensors ``who`` (sorted) in a table sorted by sensor row."""
-    sensor = table.columns()["sensor"]
-    lo = np.searchsorted(sensor, who, "left")
-    size = np.searchsorted(sensor, who, "right") - lo
-    first = np.cumsum(size) - size
-    rows = np.repeat(lo - first, size) + np.arange(int(size.sum()), dtype=np.int64)
-    return table.rows(rows)
-
-
-def _added(dedup: DedupKeys, at: I64, sensor: I64, event: I64, offsets: I64) -> DedupKeys:
-    """The keys of newly counted readings inserted at ``at`` (they are distinct and absent)."""
-    if not sensor.size:
-        return dedup
-    order = np.lexsort((event, sensor))
-    return dedup.insert(at[order], DedupKeys(sensor[order], event[order], offsets[order]))

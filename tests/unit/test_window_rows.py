@@ -45,7 +45,7 @@ def offset_at(records: list[Record], index: int) -> int:
     return records[index][0] if index < len(records) else records[-1][0] + 1 if records else 0
 
 
-def without_kept_keys(arrays: dict[str, list[Any]]) -> dict[str, list[Any]]:
+def without_kept_keys(arrays: dict[str, Any]) -> dict[str, Any]:
     """The state but the closed windows kept for replays (what releases may differ in)."""
     return {name: v for name, v in arrays.items() if not name.startswith(("dedup", "closed"))}
 
