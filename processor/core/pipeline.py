@@ -203,6 +203,9 @@ class Processor:
             self._rebalance_failed(exc)
 
     def _rebalance_failed(self, error: Exception) -> None:
+        if self.stopping:  # the drain closed the clients under it: nothing is set up, or lost
+            log.info("rebalance cut short by the stop", extra={"error": repr(error)})
+            return
         if not isinstance(error, ProcessorError):  # a bug: its traceback
             log.error("rebalance failed", exc_info=error)
         self._fail(error)

@@ -197,3 +197,28 @@ async def test_state_saved_under_other_settings_stops_the_processor(tmp_path: Pa
     assert await longer.run() == 1
     assert broker.group_offsets[A] == 1
     assert longer.stats.published == 0
+
+
+class _ClosedUnderTheRestore(MemoryStateTopics):
+    """A changelog whose read fails once the processor is stopping, as the Kafka reader does
+    when the drain closes it in the middle of a restore."""
+
+    processor: Processor | None = None
+    entered = False
+
+    async def read_changelog(self, tp: TopicPartition, since: int) -> tuple[list[Any], int]:
+        self.entered = True
+        while self.processor is None or not self.processor.stopping:
+            await asyncio.sleep(0)
+        raise RuntimeError("the reader was stopped")
+
+
+async def test_a_stop_in_the_middle_of_a_restore_is_a_clean_stop(tmp_path: Path) -> None:
+    broker, topics = MemoryBroker(), _ClosedUnderTheRestore()
+    _produce(broker, _minute(0, [1]))
+    processor = topics.processor = _processor(tmp_path, _connection(broker, topics))
+    running = asyncio.create_task(processor.run())
+    await until(lambda: topics.entered, what="the restore")
+    processor.stop()
+    assert await running == 0
+    assert processor.stats.published == 0
