@@ -208,7 +208,9 @@ class _ClosedUnderTheRestore(MemoryStateTopics):
 
     async def read_changelog(self, tp: TopicPartition, since: int) -> tuple[list[Any], int]:
         self.entered = True
-        while self.processor is None or not self.processor.stopping:
+        # Polled every turn of the loop (not an Event): the failure then comes before the
+        # drain's cancellation reaches this task, as the reader's does.
+        while self.processor is None or not self.processor.stopping:  # noqa: ASYNC110
             await asyncio.sleep(0)
         raise RuntimeError("the reader was stopped")
 
