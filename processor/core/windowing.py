@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -81,6 +82,7 @@ class Windowing:
     async def restore(self, tp: TopicPartition) -> None:
         """The partition's state as last persisted: the local store, then the changelog from
         where the store stopped (all of it when the store is behind a recreated topic)."""
+        started = time.monotonic()
         stored, meta = await asyncio.to_thread(self._store.read, tp.topic, tp.partition)
         since = 0 if meta is None else int.from_bytes(meta, "big")
         tail, end = await self._topics.read_changelog(tp, since)
@@ -106,6 +108,7 @@ class Windowing:
                 "sensors": windows.sizes().sensors,
                 "stored_rows": len(stored),
                 "changelog_rows": len(tail),
+                "seconds": round(time.monotonic() - started, 3),
             },
         )
 
