@@ -100,7 +100,7 @@ class Rebalance:
         for tp in revoked:
             del self._trackers[tp]
             if self._windowing is not None:
-                self._windowing.drop(tp)
+                await self._windowing.drop(tp)
         admission.forget(revoked)
         self._committer.forget(revoked)
         admission.flow.forget(revoked)

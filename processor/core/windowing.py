@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -37,6 +38,7 @@ from processor.state.store import LocalStore
 from processor.state.windows import PartitionWindows, Readings, Verdict, WindowSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -78,12 +80,13 @@ class Windowing:
         self._windows: dict[TopicPartition, PartitionWindows] = {}
         self._last: asyncio.Event | None = None
         self._failed = False
+        self._store_lock = asyncio.Lock()
 
     async def restore(self, tp: TopicPartition) -> None:
         """The partition's state as last persisted: the local store, then the changelog from
         where the store stopped (all of it when the store is behind a recreated topic)."""
         started = time.monotonic()
-        stored, meta = await asyncio.to_thread(self._store.read, tp.topic, tp.partition)
+        stored, meta = await self._on_store(self._store.read, tp.topic, tp.partition)
         since = 0 if meta is None else int.from_bytes(meta, "big")
         tail, end = await self._topics.read_changelog(tp, since)
         if since > end:
@@ -91,14 +94,14 @@ class Windowing:
                 "local state is ahead of its changelog: rebuilding it from the changelog",
                 extra={"partition": f"{tp.topic}[{tp.partition}]", "stored": since, "end": end},
             )
-            await asyncio.to_thread(self._store.drop, tp.topic, tp.partition)
-            stored, _ = await asyncio.to_thread(self._store.read, tp.topic, tp.partition)
+            await self._on_store(self._store.drop, tp.topic, tp.partition)
+            stored, _ = await self._on_store(self._store.read, tp.topic, tp.partition)
             tail, end = await self._topics.read_changelog(tp, 0)
         windows = await asyncio.to_thread(
             PartitionWindows.from_rows, self._spec, chain(stored, tail)
         )
         if tail:  # the next restore on this volume starts from here
-            await asyncio.to_thread(self._save, tp, tail, end)
+            await self._on_store(self._save, tp, tail, end)
         self._windows[tp] = windows
         self._update_gauges()
         log.info(
@@ -112,10 +115,12 @@ class Windowing:
             },
         )
 
-    def drop(self, tp: TopicPartition) -> None:
-        """The partition went: its state stays in the changelog and the local store."""
+    async def drop(self, tp: TopicPartition) -> None:
+        """The partition went: its state stays in the changelog and the local store, whose
+        database is closed (its memtables go)."""
         self._windows.pop(tp, None)
         self._update_gauges()
+        await self._on_store(self._store.release, tp.topic, tp.partition)
 
     async def apply(
         self,
@@ -192,7 +197,7 @@ class Windowing:
             written = [await self._topics.write_changelog(tp, rows.pairs()) for tp, rows in owned]
             ends = await asyncio.gather(*written)
             for (tp, rows), end in zip(owned, ends, strict=True):
-                await asyncio.to_thread(self._save, tp, rows.pairs(), end)
+                await self._on_store(self._save, tp, rows.pairs(), end)
             self._stats.aggregates_published += batch.aggregate_count
         except BaseException:
             self._failed = True
@@ -208,6 +213,12 @@ class Windowing:
         """``batch`` will not be persisted (its outputs failed): neither will any after it."""
         self._failed = True
         batch.persisted.set()
+
+    async def _on_store(self, call: Callable[..., T], *args: Any) -> T:
+        """``call`` on a worker thread, one store call at a time: a database must not be
+        closed under a write."""
+        async with self._store_lock:
+            return await asyncio.to_thread(call, *args)
 
     def _save(self, tp: TopicPartition, rows: Sequence[Row], changelog_end: int) -> None:
         self._store.write(tp.topic, tp.partition, dict(rows), changelog_end.to_bytes(8, "big"))
