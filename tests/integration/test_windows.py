@@ -234,15 +234,31 @@ async def _rebalance_to_a_second_member(
         )
         await produce(bootstrap, topics.input, second_part)
         await wait_committed_at_end(bootstrap, topics)
-        for member in reversed(members):  # one at a time: the first takes all back, and stops
-            member.signal(signal.SIGTERM)
-            assert await member.wait() == 0
+        # One at a time, each after its join: a member that stops in the middle of one cannot
+        # leave the group, and the next join waits the rebalance timeout for it.
+        joined = _assignments(members[0])
+        members[1].signal(signal.SIGTERM)
+        assert await members[1].wait() == 0
+        await wait_for(
+            lambda: _assignments(members[0]) > joined, what="the first member took all back"
+        )
+        members[0].signal(signal.SIGTERM)
+        assert await members[0].wait() == 0
     finally:
         for member in members:
             member.stop_now()
     summaries = [_summary(member) for member in members]
     assert all(summary["consumed"] for summary in summaries), "both must have worked"
     print(f"\nwindows test: members' summaries {summaries}")
+
+
+def _assignments(member: ProcessorProcess) -> int:
+    """How many joins gave the member partitions."""
+    return sum(
+        1
+        for line in member.lines()
+        if line.get("message") == "partitions assigned" and line.get("partitions")
+    )
 
 
 def _summary(member: ProcessorProcess) -> dict[str, Any]:
