@@ -1,10 +1,12 @@
-"""The demo's pure parts: the scenario's sensors and burst shape, samples and rates, the live
+"""The demo's pure parts: the scenario's sensors, burst and smoke, samples and rates, the live
 view, the plain lines and the PNG."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
 
@@ -45,6 +47,20 @@ def test_burst_ramps_up_holds_and_calms_down() -> None:
     assert scenario.phase(50) == "burst calming"
     assert scenario.phase(100) == "draining"
     assert scenario.nominal == 200
+
+
+def test_the_smoke_raises_the_hot_regions_pm25_with_the_burst_only() -> None:
+    scenario = Scenario(sensors=100, duration_s=100, partitions=4, burst=20)
+    rng = random.Random(1)
+    low, high = scenario.clean_pm25
+    others = [region for region in REGIONS if region != scenario.hot_region]
+    calm = [scenario.pm25(region, t, rng) for region in others for t in (5, 30, 80)]
+    calm += [scenario.pm25(scenario.hot_region, t, rng) for t in (5, 80)]
+    assert all(low <= value <= high for value in calm), calm
+    smoke = [scenario.smoke(t) for t in (5, 20, 30, 50, 80)]
+    assert smoke == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    thick = scenario.pm25(scenario.hot_region, 30, rng)
+    assert low + scenario.smoke_pm25 <= thick <= high + scenario.smoke_pm25
 
 
 def _sample(t: float, produced: int, finished: int, **changes: object) -> Sample:
