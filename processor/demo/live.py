@@ -142,7 +142,7 @@ def plain_line(history: list[Sample]) -> str:
 
 def _pm25_line(sample: Sample) -> Text:
     """Each region's latest closed window: the smoke's region in red once it is unhealthy."""
-    line = Text("pm25 by region, latest closed window (µg/m³):  ")
+    line = Text("pm25 µg/m³, latest closed window:  ")
     if not sample.pm25:
         line.append("no window closed yet", style="dim")
     for i, (region, (start, mean)) in enumerate(sample.pm25.items()):
