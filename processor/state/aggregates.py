@@ -85,8 +85,8 @@ class Aggregates:
 
     def rows(self) -> list[dict[str, Any]]:
         """The aggregates topic's values: ``window_start``/``window_end`` in RFC 3339 UTC with
-        ``Z`` (whole seconds unless a bound is not), a field with nothing counted has
-        ``count`` 0 and null ``mean``/``min``/``max``."""
+        ``Z`` (whole seconds unless a bound is not); a field with no value counted in the
+        window is left out of ``fields``."""
         bounds = np.concatenate((self.start_ms, self.end_ms))
         when = bounds.astype("datetime64[ms]")
         if (bounds % 1000).any():
@@ -103,15 +103,16 @@ class Aggregates:
                 "window_end": ends[i],
                 "count": counts[i],
                 "fields": {
-                    name: _stats(field_counts[i][f], means[i][f], lows[i][f], highs[i][f])
+                    name: {
+                        "count": field_counts[i][f],
+                        "mean": means[i][f],
+                        "min": lows[i][f],
+                        "max": highs[i][f],
+                    }
                     for f, name in enumerate(self.fields)
+                    if field_counts[i][f]
                 },
             }
             for i, sensor in enumerate(sensor_ids(self.sensors))
         ]
 
-
-def _stats(count: int, mean: float, low: float, high: float) -> dict[str, Any]:
-    if not count:
-        return {"count": 0, "mean": None, "min": None, "max": None}
-    return {"count": count, "mean": mean, "min": low, "max": high}
