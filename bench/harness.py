@@ -55,7 +55,8 @@ SCENARIOS = (
 BUDGETS = {"budget_256": 256, "budget_512": 512}
 #: The windows scenario: hourly windows of two fields with dedup, over the input's sensors.
 WINDOWS = {"window": "1h", "aggregate_fields": "pm25,battery", "dedup": "true"}
-SENSORS = 1_000  # of the preloaded input
+SENSORS = 1_000  # of the preloaded input, each reporting once a minute in event time
+EVENT_INTERVAL_S = 60 / SENSORS
 WATERSHEDS = 1_000  # polygons of the geofence scenario
 WATERSHED_VERTICES = 300
 POLL_S = 0.1
@@ -181,7 +182,7 @@ async def preload(
         ends = dict.fromkeys(partitions, 0)
         batches: dict[int, Any] = {}
         futures: list[asyncio.Future[Any]] = []
-        for key, value, _ in readings(count, sensors=SENSORS):
+        for key, value, _ in readings(count, sensors=SENSORS, interval_s=EVENT_INTERVAL_S):
             partition = int(partitioner(key, partitions, partitions))
             batch = batches.setdefault(partition, producer.create_batch())
             if batch.append(key=key, value=value, timestamp=None) is None:

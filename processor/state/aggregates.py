@@ -115,4 +115,3 @@ class Aggregates:
             }
             for i, sensor in enumerate(sensor_ids(self.sensors))
         ]
-

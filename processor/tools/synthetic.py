@@ -147,8 +147,10 @@ def readings(
     seed: int = 7,
     start: datetime | None = None,
     include_too_large: bool = False,
+    interval_s: float = 1.0,
 ) -> Iterator[tuple[bytes | None, bytes, str | None]]:
-    """``(key, value, expected_code)``; the code is None for a valid reading."""
+    """``(key, value, expected_code)``; the code is None for a valid reading. Readings are
+    ``interval_s`` apart in event time, taking the sensors in turn."""
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
     ids = sensor_ids(sensors)
     when = start or datetime(2026, 11, 23, tzinfo=UTC)
@@ -160,4 +162,8 @@ def readings(
             payload, code = BAD_INPUTS[kind]
             yield (None if i % 3 == 0 else sensor.encode()), payload, code
         else:
-            yield sensor.encode(), reading(sensor, when + timedelta(seconds=i), rng), None
+            yield (
+                sensor.encode(),
+                reading(sensor, when + timedelta(seconds=i * interval_s), rng),
+                None,
+            )
