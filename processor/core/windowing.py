@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -49,8 +50,8 @@ class WindowedBatch:
     changes: dict[TopicPartition, tuple[PartitionWindows, ChangedRows]]
     aggregates: Awaitable[None] | None
     aggregate_count: int
-    after: asyncio.Event | None  # set when the batch before this one was persisted
-    persisted: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: bool = False  # its outputs and aggregates are acknowledged
+    persisted: asyncio.Event = field(default_factory=asyncio.Event)  # or failed
 
 
 class Windowing:
@@ -78,7 +79,8 @@ class Windowing:
         self._committed = committed
         self._stats = stats
         self._windows: dict[TopicPartition, PartitionWindows] = {}
-        self._last: asyncio.Event | None = None
+        self._unsaved: deque[WindowedBatch] = deque()  # in the order they were applied
+        self._saving = asyncio.Lock()
         self._failed = False
         self._store_lock = asyncio.Lock()
 
@@ -172,47 +174,70 @@ class Windowing:
             changes[tp] = (windows, windows.take_changes())
         outgoing = [record for aggregates in closed for record in _records(aggregates)]
         sent = await self._topics.send_aggregates(outgoing) if outgoing else None
-        batch = WindowedBatch(changes, sent, len(outgoing), self._last)
-        self._last = batch.persisted
+        batch = WindowedBatch(changes, sent, len(outgoing))
+        self._unsaved.append(batch)
         self._update_gauges()
         return staged, batch
 
     async def persist(self, batch: WindowedBatch) -> None:
-        """After ``batch``'s outputs were acknowledged: its aggregates acknowledged, the batch
-        before it persisted, its rows in the changelog and then in the local store. Raises
-        :class:`DeliveryFailedError` (or ``StateError``), and for every later batch too: a
-        later batch's rows must never be persisted without an earlier one's."""
-        try:
-            if batch.after is not None:
-                await batch.after.wait()
-            self._check_earlier_saved()
-            if batch.aggregates is not None:
+        """After ``batch``'s outputs were acknowledged: once its aggregates are too and every
+        batch before it is ready, its rows go to the changelog and then to the local store,
+        with those of the ready batches around it in one write (later rows of a sensor
+        replace earlier ones; each partition's row last), so the saves keep up with the
+        acknowledgements. Raises :class:`DeliveryFailedError` (or ``StateError``), and for
+        every later batch too: a later batch's rows are never saved without an earlier one's."""
+        if batch.aggregates is not None:
+            try:
                 await batch.aggregates
-            # A partition revoked since stays as its new owner finds it in the changelog.
-            owned = [
-                (tp, rows)
-                for tp, (windows, rows) in batch.changes.items()
-                if self._windows.get(tp) is windows
-            ]
-            written = [await self._topics.write_changelog(tp, rows.pairs()) for tp, rows in owned]
-            ends = await asyncio.gather(*written)
-            for (tp, rows), end in zip(owned, ends, strict=True):
-                await self._on_store(self._save, tp, rows.pairs(), end)
-            self._stats.aggregates_published += batch.aggregate_count
-        except BaseException:
-            self._failed = True
-            raise
-        finally:
-            batch.persisted.set()
+            except BaseException:
+                self.abandon(batch)
+                raise
+        batch.ready = True
+        async with self._saving:
+            ready = []
+            while self._unsaved and self._unsaved[0].ready and not self._failed:
+                ready.append(self._unsaved.popleft())
+            if ready:
+                try:
+                    await self._save_batches(ready)
+                except BaseException:
+                    self.abandon(batch)
+                    raise
+                finally:
+                    for done in ready:
+                        done.persisted.set()
+        await batch.persisted.wait()  # saved here, or with an earlier batch's call
+        self._check_earlier_saved()
+
+    async def _save_batches(self, batches: list[WindowedBatch]) -> None:
+        merged: dict[TopicPartition, dict[bytes, bytes]] = {}
+        for batch in batches:
+            for tp, (windows, changed) in batch.changes.items():
+                if self._windows.get(tp) is not windows:
+                    continue  # revoked since: its new owner finds it in the changelog
+                rows = merged.setdefault(tp, {})
+                rows.update(changed.sensors)
+                key, value = changed.partition
+                rows.pop(key, None)
+                rows[key] = value  # after every sensor row so far
+        writes = {tp: list(rows.items()) for tp, rows in merged.items()}
+        written = [await self._topics.write_changelog(tp, rows) for tp, rows in writes.items()]
+        ends = await asyncio.gather(*written)
+        for (tp, pairs), end in zip(writes.items(), ends, strict=True):
+            await self._on_store(self._save, tp, pairs, end)
+        self._stats.aggregates_published += sum(batch.aggregate_count for batch in batches)
 
     def _check_earlier_saved(self) -> None:
         if self._failed:
             raise DeliveryFailedError("the window state of an earlier batch was not saved")
 
     def abandon(self, batch: WindowedBatch) -> None:
-        """``batch`` will not be persisted (its outputs failed): neither will any after it."""
+        """``batch`` will not be persisted (its outputs failed): neither will any after it,
+        and whoever waits for one is told."""
         self._failed = True
         batch.persisted.set()
+        for waiting in self._unsaved:
+            waiting.persisted.set()
 
     async def _on_store(self, call: Callable[..., T], *args: Any) -> T:
         """``call`` on a worker thread, one store call at a time: a database must not be

@@ -25,12 +25,14 @@ class MemoryStateTopics:
     aggregates: list[tuple[bytes, bytes]] = field(default_factory=list)
     changelog: dict[TopicPartition, list[Row]] = field(default_factory=dict)
     reads: list[tuple[TopicPartition, int]] = field(default_factory=list)  # (tp, since)
+    writes: list[list[bytes]] = field(default_factory=list)  # the keys of each write
 
     async def send_aggregates(self, records: Sequence[tuple[bytes, bytes]]) -> Awaitable[None]:
         self.aggregates += records
         return _done(None)
 
     async def write_changelog(self, tp: TopicPartition, rows: Sequence[Row]) -> Awaitable[int]:
+        self.writes.append([key for key, _ in rows])
         log = self.changelog.setdefault(tp, [])
         log += rows
         return _done(len(log))

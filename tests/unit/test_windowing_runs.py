@@ -172,6 +172,25 @@ async def test_state_is_saved_after_the_acknowledgement_and_before_the_commit(
     assert await running == 0
 
 
+async def test_batches_acknowledged_together_are_saved_in_one_write(tmp_path: Path) -> None:
+    broker, topics = MemoryBroker(), MemoryStateTopics()
+    _produce(broker, _minute(0, [1, 2], "s1") + _minute(0, [3], "s2") + _minute(1, [4], "s3"))
+    connection = _connection(broker, topics)
+    connection.outputs.hold = True
+    processor = _processor(tmp_path, connection, batch_max_records=1)
+    running = asyncio.create_task(processor.run())
+    await until(lambda: connection.outputs.waiting == 4, what="four batches sent")
+    connection.outputs.acknowledge()
+    await until(lambda: broker.group_offsets.get(A) == 4, what="the commit")
+    # The first batch is saved as soon as it is ready; the three acknowledged meanwhile are
+    # saved together: each sensor's latest row once, the partition's row after all of them.
+    assert len(topics.writes) < 4
+    assert [b"s1\x01", b"s2\x01", b"s3\x01", b""] in topics.writes[1:] or len(topics.writes) == 1
+    assert all(keys[-1] == b"" and len(set(keys)) == len(keys) for keys in topics.writes)
+    processor.stop()
+    assert await running == 0
+
+
 async def test_after_a_failed_acknowledgement_no_later_batch_is_saved(tmp_path: Path) -> None:
     broker, topics = MemoryBroker(), MemoryStateTopics()
     _produce(broker, _minute(0, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
