@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,14 @@ SCENARIOS = (
     "scale",
     "burst",
     "geofence",
+    "windows",
 )
 #: The budget scenarios: ``processor`` with ``MEMORY_LIMIT_MB`` set (edge gateways).
 BUDGETS = {"budget_256": 256, "budget_512": 512}
+#: The windows scenario: hourly windows of two fields with dedup, over the input's sensors.
+WINDOWS = {"window": "1h", "aggregate_fields": "pm25,battery", "dedup": "true"}
+SENSORS = 1_000  # of the preloaded input, each reporting once a minute in event time
+EVENT_INTERVAL_S = 60 / SENSORS
 WATERSHEDS = 1_000  # polygons of the geofence scenario
 WATERSHED_VERTICES = 300
 POLL_S = 0.1
@@ -86,6 +91,7 @@ class Plan:
     settings: dict[str, str] = field(default_factory=dict)  # extra PROCESSOR_* settings
     tuning: dict[str, Any] = field(default_factory=dict)  # Spec fields of the raw loops
     burst: bool = False
+    windows: bool = False  # an aggregates topic and a state directory per run
 
 
 def plan(name: str, options: Options) -> Plan:
@@ -109,6 +115,8 @@ def plan(name: str, options: Options) -> Plan:
         fences = watersheds(options.out / "watersheds.geojson")
         tagging = {"geofences": str(fences), "outside_policy": "pass"}
         return Plan("processor", settings={**overrides, **tagging})
+    if name == "windows":
+        return Plan("processor", settings={**overrides, **WINDOWS}, windows=True)
     if name in ("raw", "raw_batch"):
         tuning = {"max_records": options.raw_max_records, "in_flight": options.raw_in_flight}
         return Plan(name, tuning=tuning)
@@ -174,7 +182,7 @@ async def preload(
         ends = dict.fromkeys(partitions, 0)
         batches: dict[int, Any] = {}
         futures: list[asyncio.Future[Any]] = []
-        for key, value, _ in readings(count):
+        for key, value, _ in readings(count, sensors=SENSORS, interval_s=EVENT_INTERVAL_S):
             partition = int(partitioner(key, partitions, partitions))
             batch = batches.setdefault(partition, producer.create_batch())
             if batch.append(key=key, value=value, timestamp=None) is None:
@@ -273,8 +281,18 @@ async def run_once(
     how = plan(name, ctx.options)
     tag = f"{name}-{repeat}-{uuid.uuid4().hex[:6]}"
     output, dlq, group = f"bench.{tag}.out", f"bench.{tag}.dlq", f"bench.{tag}"
-    await create_topics(ctx.bootstrap, [output, dlq], ctx.options.partitions)
+    aggregates = [f"bench.{tag}.agg"] if how.windows else []
+    await create_topics(ctx.bootstrap, [output, dlq, *aggregates], ctx.options.partitions)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    if how.windows:
+        how = replace(
+            how,
+            settings={
+                **how.settings,
+                "aggregates_topic": aggregates[0],
+                "state_dir": str(tmp / "state"),
+            },
+        )
     specs = [
         Spec(
             how.worker,
@@ -325,8 +343,12 @@ async def run_once(
         await stop_workers(workers)
         run["wall_s"] = time.monotonic() - started
     results = _results(specs, logs)
+    if how.windows:
+        state = tmp / "state"
+        run["state_disk_mb"] = sum(f.stat().st_size for f in state.rglob("*") if f.is_file()) / MIB
     shutil.rmtree(tmp, ignore_errors=True)
-    await delete_topics(ctx.bootstrap, [output, dlq])
+    changelog = [f"{group}-windows-changelog"] if how.windows else []
+    await delete_topics(ctx.bootstrap, [output, dlq, *aggregates, *changelog])
     if not results:
         run.setdefault("error", f"no result from a worker; log tail: {_tail(logs[0])}")
         return run

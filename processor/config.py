@@ -12,25 +12,36 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from processor.durations import DurationMs
 from processor.errors import ConfigError
 
 ENV_PREFIX = "PROCESSOR_"
 
 #: Presets from the field's tuning table: typical rate and spatial cost per sensor type.
 PROFILES: dict[str, dict[str, Any]] = {
-    "air_quality": {"buffer_max_records": 5_000, "memory_high": 0.85, "batch_max_records": 1_000},
+    "air_quality": {
+        "buffer_max_records": 5_000,
+        "memory_high": 0.85,
+        "batch_max_records": 1_000,
+        "aggregate_fields": ("pm25", "pm10"),
+    },
     "hydrology": {"buffer_max_records": 2_000, "memory_high": 0.80, "batch_max_records": 500},
     "temperature_array": {
         "buffer_max_records": 20_000,
         "memory_high": 0.90,
         "batch_max_records": 2_000,
     },
-    "wildfire": {"buffer_max_records": 50_000, "memory_high": 0.75, "batch_max_records": 2_000},
+    "wildfire": {
+        "buffer_max_records": 50_000,
+        "memory_high": 0.75,
+        "batch_max_records": 2_000,
+        "aggregate_fields": ("pm25", "pm10"),
+    },
     "dissolved_oxygen": {
         "buffer_max_records": 1_000,
         "memory_high": 0.85,
@@ -39,6 +50,13 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 Profile = Literal["air_quality", "hydrology", "temperature_array", "wildfire", "dissolved_oxygen"]
 MIN_MEMORY_HYSTERESIS = 0.08
+
+
+def _comma_list(value: object) -> object:
+    """``"pm25, pm10"`` -> ``("pm25", "pm10")``; lists (from a config file) pass through."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 class Settings(BaseSettings):
@@ -122,6 +140,22 @@ class Settings(BaseSettings):
     profile: Profile | None = Field(
         None, description="Sensor-type preset for buffer and memory settings (see README)"
     )
+
+    # Windows and deduplication (docs/state.md)
+    window: DurationMs | None = Field(
+        None, gt=0, description="Tumbling window per sensor (60s, 5m, 1h); unset: no windows"
+    )
+    aggregate_fields: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)] = Field(
+        (), description="Numeric reading fields each window aggregates, comma-separated"
+    )
+    allowed_lateness: DurationMs = Field(
+        600_000, ge=0, description="How far event time may lag behind a partition's latest"
+    )
+    aggregates_topic: str = Field("sensor.aggregates", description="Topic of closed windows")
+    dedup: bool = Field(
+        False, description="A reading repeating a counted sensor_id and timestamp is a duplicate"
+    )
+    state_dir: Path = Field(Path("state"), description="Directory of the windows' local state")
 
     # Flow control
     buffer_max_records: int = Field(
@@ -213,6 +247,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"sasl_mechanism: set, but security_protocol is {self.security_protocol}"
             )
+        if self.window is not None and not self.aggregate_fields:
+            raise ValueError("aggregate_fields: windows need at least one field to aggregate")
+        if self.window is not None and self.acks == "0":
+            raise ValueError(
+                "acks: windows need the broker's acknowledgements (1 or all): the window "
+                "state is saved once its outputs are acknowledged"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_keyfile: ssl_certfile and ssl_keyfile go together")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
@@ -222,6 +263,12 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: no such file: {path}")
         return self
+
+    @property
+    def changelog_topic(self) -> str:
+        """The window state's changelog topic, one per consumer group (as Kafka Streams names
+        its stores' changelogs after the application): created by the processor."""
+        return f"{self.group_id}-windows-changelog"
 
     @property
     def uses_tls(self) -> bool:
@@ -250,6 +297,7 @@ UNSET: dict[str, str] = {
     "stage_processes": "as many as the memory budget holds, measured at start, up to 2 with "
     "2+ CPUs, else 0",
     "memory_limit_mb": "the cgroup limit, else 1/4 of RAM",
+    "window": "no windows, no aggregates, no deduplication state",
 }
 
 

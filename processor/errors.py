@@ -11,6 +11,9 @@
     ├── DeliveryFailedError        the broker did not acknowledge a write; nothing past it is
     │                              committed and the processor stops so a restart re-reads it
     ├── SpillError                 a spill segment could not be written or read
+    ├── StateError                 window state cannot be used: its local store
+    │                              (PROCESSOR_STATE_DIR) failed, or saved state is
+    │                              unreadable or from other window settings
     ├── StageWorkerError           a stage worker process died; the processor stops (exit 1)
     │                              and a restart re-reads everything not yet committed
     └── UndecodableBatchError      a fetched record batch cannot be decoded (corrupt, CRC
@@ -54,6 +57,12 @@ class CommitFailedError(ProcessorError):
 
 class SpillError(ProcessorError):
     """The spill directory could not be used."""
+
+
+class StateError(ProcessorError):
+    """Window state cannot be used: its local store (PROCESSOR_STATE_DIR) could not be
+    opened, written or read, or saved state is unreadable or was written under other window
+    settings (length, lateness, fields, dedup), so it would count differently."""
 
 
 class StageWorkerError(ProcessorError):

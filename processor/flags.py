@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic.fields import FieldInfo
 
 from processor.config import UNSET, Settings, env_name, flag_name
+from processor.durations import format_ms, is_duration
 
 CONNECTION = (
     "bootstrap_servers",
@@ -88,13 +89,17 @@ def describe(name: str) -> str:
 def default_text(name: str, field: FieldInfo) -> str:
     if field.default is None:
         return f"unset: {UNSET[name]}"
+    if is_duration(field):
+        return f"default {format_ms(field.default)}"
     return f"default {show(field.default)}"
 
 
 def show(value: object) -> str:
-    """A value as an operator types it (``false``, not ``False``)."""
+    """A value as an operator types it (``false``, not ``False``, ``a,b``, not a tuple)."""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
     return str(value)
 
 

@@ -21,7 +21,13 @@ def kafka_processor(
 ) -> Processor:
     """The processor ``settings`` describe (nothing is started yet)."""
     memory = memory or MemoryProbe(settings.memory_limit_mb, find_cgroup())
-    stage: Stage = RunnerStage(make_runner(settings, memory))
+    windows = settings.window is not None  # off: no readings, no duplicates
+    stage: Stage = RunnerStage(
+        make_runner(settings, memory),
+        settings.max_payload_bytes,
+        window_fields=settings.aggregate_fields if windows else None,
+        dedup=windows and settings.dedup,
+    )
     if settings.stage_delay_ms:
         stage = Delayed(stage, settings.stage_delay_ms / 1000)
     return Processor(

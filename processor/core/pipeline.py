@@ -41,7 +41,10 @@ from processor.core.rebalance import Rebalance
 from processor.core.spill import SpillStore
 from processor.core.staging import Staging
 from processor.core.stats import Stats
-from processor.errors import UndecodableBatchError
+from processor.core.windowing import Windowing
+from processor.errors import ConfigError, ProcessorError, UndecodableBatchError
+from processor.state.store import LocalStore
+from processor.state.windows import WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,7 @@ class Processor:
         committer = Committer(
             connection.consumer, self.trackers, self.stats, settings.commit_interval_s
         )
+        windowing = self._windowing(connection, committer)
         staging = Staging(
             self.buffer,
             self.stage,
@@ -140,6 +144,7 @@ class Processor:
             batch_max_records=settings.batch_max_records,
             fail=self._fail,
             released=admission.update_gauges,
+            windowing=windowing,
         )
         rebalance = Rebalance(
             connection.consumer,
@@ -149,17 +154,61 @@ class Processor:
             staging.settled,
             reset_policy=settings.auto_offset_reset,
             settle_timeout_s=settings.shutdown_timeout_s,
+            windowing=windowing,
         )
-        self._parts = _Parts(connection, admission, rebalance, staging, committer)
+        self._parts = _Parts(connection, admission, rebalance, staging, committer, windowing)
         return self._parts
+
+    def _windowing(
+        self, connection: Connection, committer: Committer[TopicPartition]
+    ) -> Windowing | None:
+        """The window state, when ``PROCESSOR_WINDOW`` is set (raises StateError for a state
+        directory it cannot use)."""
+        settings = self.settings
+        if settings.window is None:
+            return None
+        if connection.state is None:
+            raise ConfigError(
+                "invalid setting PROCESSOR_WINDOW: the connection has no state topics"
+            )
+        spec = WindowSpec(
+            settings.window, settings.allowed_lateness, settings.aggregate_fields, settings.dedup
+        )
+        store = LocalStore(settings.state_dir)
+        return Windowing(
+            spec,
+            connection.state,
+            store,
+            self.stage,
+            trackers=self.trackers,
+            committed=committer.committed,
+            stats=self.stats,
+        )
 
     # The listener the connector subscribes with: the parts exist by the first rebalance.
 
+    # The Kafka client logs and swallows a listener's exception, so a failed set-up (a window
+    # state that cannot be restored) would leave a partition silently unprocessed: stop.
+
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.parts.rebalance.on_revoked(revoked)
+        try:
+            await self.parts.rebalance.on_revoked(revoked)
+        except Exception as exc:
+            self._rebalance_failed(exc)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.parts.rebalance.on_assigned(assigned)
+        try:
+            await self.parts.rebalance.on_assigned(assigned)
+        except Exception as exc:
+            self._rebalance_failed(exc)
+
+    def _rebalance_failed(self, error: Exception) -> None:
+        if self.stopping:  # the drain closed the clients under it: nothing is set up, or lost
+            log.info("rebalance cut short by the stop", extra={"error": repr(error)})
+            return
+        if not isinstance(error, ProcessorError):  # a bug: its traceback
+            log.error("rebalance failed", exc_info=error)
+        self._fail(error)
 
     async def fetch_once(self) -> None:
         """One round of the fetch loop (see :meth:`Admission.fetch_once`)."""
@@ -238,10 +287,12 @@ class Processor:
         return self.stats.summary()
 
     async def _close(self, within_s: float) -> None:
-        """The connection within ``within_s`` seconds, then the stage."""
+        """The connection within ``within_s`` seconds, then the stage and the local state."""
         if self._connection is not None:  # attached, or connected and failed right after
             await self._connection.close(within_s)
         await self.stage.close()
+        if self._parts is not None and self._parts.windowing is not None:
+            self._parts.windowing.close()
 
     def _check_task(self, task: asyncio.Task[Any]) -> None:
         """A loop that dies of a bug must stop the processor, not leave it silently wedged."""
@@ -284,6 +335,7 @@ class _Parts:
     rebalance: Rebalance
     staging: Staging
     committer: Committer[TopicPartition]
+    windowing: Windowing | None
 
 
 def _left(deadline: float) -> float:

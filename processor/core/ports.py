@@ -14,6 +14,11 @@ from typing import Any, NamedTuple, Protocol
 
 from processor.core.stats import Stats
 from processor.messages.codec import Headers, RecordLike
+from processor.messages.jobs import PointReadings
+
+#: One changelog record of the window state: a sensor's key (``b""``: the partition's own
+#: row) and its serialized state (:mod:`processor.state.rows`).
+Row = tuple[bytes, bytes]
 
 
 class TopicPartition(NamedTuple):
@@ -66,6 +71,10 @@ class Staged(Protocol):
     def codes(self) -> Mapping[str, int]:
         """Dead letters among the outputs, by reason code."""
 
+    @property
+    def readings(self) -> PointReadings | None:
+        """The points' readings, by input row, when the stage was asked for them (windows)."""
+
 
 class Stage(Protocol):
     """Where batches are computed: worker processes or a thread."""
@@ -88,6 +97,11 @@ class Stage(Protocol):
         records of one partition each, ``records`` the same in one list; ``stamps[i]`` are
         headers for the outputs of ``records[i]``."""
 
+    def dead_letter(self, staged: Staged, rows: Sequence[int], code: str) -> Staged:
+        """``staged`` with the points of input ``rows`` (indices into its batch's records)
+        sent to the dead letters instead, with ``code``: the window state's duplicates. On
+        the event loop, for the rare batch that has any."""
+
     def describe(self) -> dict[str, int]:
         """Where the stage runs and on what measurements: for the log, once connected."""
 
@@ -103,6 +117,25 @@ class Outputs(Protocol):
     async def send(self, staged: Staged) -> Awaitable[None]:
         """Queue ``staged``'s outputs; the awaitable resolves once the broker acknowledged all
         of them. Either raises :class:`~processor.errors.DeliveryFailedError` on failure."""
+
+
+class StateTopics(Protocol):
+    """Where the window state goes beside the points: closed windows' aggregates, and a
+    changelog of each input partition's state (a compacted topic with a partition for each
+    input partition, created by the processor). Either send raises
+    :class:`~processor.errors.DeliveryFailedError`, or its awaitable does."""
+
+    async def send_aggregates(self, records: Sequence[tuple[bytes, bytes]]) -> Awaitable[None]:
+        """Queue aggregates (key: the sensor id, value: JSON) to the aggregates topic; the
+        awaitable resolves once the broker acknowledged all of them."""
+
+    async def write_changelog(self, tp: TopicPartition, rows: Sequence[Row]) -> Awaitable[int]:
+        """Queue ``rows``, in order, to the changelog partition of input partition ``tp``;
+        the awaitable resolves once all are acknowledged, to the offset after the last."""
+
+    async def read_changelog(self, tp: TopicPartition, since: int) -> tuple[list[Row], int]:
+        """The rows of ``tp``'s changelog partition from offset ``since`` up to its end at the
+        time of the call, in order, and that end offset."""
 
 
 class PartitionListener(Protocol):
@@ -122,6 +155,9 @@ class Connection(Protocol):
     def consumer(self) -> Consumer: ...
     @property
     def outputs(self) -> Outputs: ...
+    @property
+    def state(self) -> StateTopics | None:
+        """The state topics, when windows are on."""
 
     async def watch(self, stats: Stats) -> None:
         """Watch the broker (reachability, joins) into ``stats`` until cancelled."""

@@ -20,6 +20,7 @@ from processor.core.commits import Committer
 from processor.core.offsets import OffsetTracker
 from processor.core.ports import Consumer, TopicPartition
 from processor.core.stats import Stats
+from processor.core.windowing import Windowing
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ class Rebalance:
         *,
         reset_policy: str,
         settle_timeout_s: float,
+        windowing: Windowing | None = None,
     ) -> None:
-        """``settled(timeout)`` waits for the acknowledgements in flight."""
+        """``settled(timeout)`` waits for the acknowledgements in flight. With
+        ``windowing``, a partition's window state is restored before its first fetch."""
         self._consumer = consumer
         self._trackers = trackers
         self._admission = admission
@@ -46,6 +49,7 @@ class Rebalance:
         self._settled = settled
         self._reset_policy = reset_policy
         self._settle_timeout_s = settle_timeout_s
+        self._windowing = windowing
 
     @property
     def _stats(self) -> Stats:
@@ -57,6 +61,8 @@ class Rebalance:
             committed = await self._consumer.committed(tp)
             start = committed if committed is not None else await self._reset_offset(tp)
             resume_at = await asyncio.to_thread(spill.recover, tp.topic, tp.partition, committed)
+            if self._windowing is not None:
+                await self._windowing.restore(tp)
             tracker = OffsetTracker(start)
             if resume_at is not None:
                 tracker.track(start, resume_at)
@@ -93,6 +99,8 @@ class Rebalance:
         await self._committer.commit(revoked)
         for tp in revoked:
             del self._trackers[tp]
+            if self._windowing is not None:
+                await self._windowing.drop(tp)
         admission.forget(revoked)
         self._committer.forget(revoked)
         admission.flow.forget(revoked)

@@ -21,7 +21,8 @@ from processor.core.commits import Committer
 from processor.core.observer import BatchObserver, BatchTrace
 from processor.core.ports import Outputs, Stage, Staged, TopicPartition
 from processor.core.stats import Stats
-from processor.errors import DeliveryFailedError
+from processor.core.windowing import WindowedBatch, Windowing
+from processor.errors import DeliveryFailedError, StateError
 from processor.messages.codec import RecordLike
 
 
@@ -34,6 +35,7 @@ class _InFlight:
     computing: asyncio.Future[Staged]
     started: float
     trace: BatchTrace
+    finished: asyncio.Event  # acknowledged, or failed
 
 
 class Staging:
@@ -51,9 +53,11 @@ class Staging:
         batch_max_records: int,
         fail: Callable[[Exception], None],
         released: Callable[[], None],
+        windowing: Windowing | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        """``fail`` stops the processor for good; ``released`` follows every acknowledgement."""
+        """``fail`` stops the processor for good; ``released`` follows every acknowledgement.
+        With ``windowing``, a batch's offsets finish only once its state was persisted."""
         self._buffer = buffer
         self._stage = stage
         self._outputs = outputs
@@ -63,8 +67,11 @@ class Staging:
         self._batch_max = batch_max_records
         self._fail = fail
         self._released = released
+        self._windowing = windowing
         self._clock = clock
         self._acks: set[asyncio.Task[None]] = set()
+        self._unfinished: set[asyncio.Event] = set()  # of the batches taken from the buffer
+        self._sent: set[asyncio.Event] = set()  # of those whose acknowledgement is awaited
 
     async def run(self) -> None:
         """Until the buffer is closed and empty, and every batch taken from it was sent."""
@@ -78,45 +85,65 @@ class Staging:
             await publishing
         finally:
             publishing.cancel()
+            for unsent in self._unfinished - self._sent:  # cancelled: never to be sent
+                unsent.set()
+            self._unfinished &= self._sent
 
     async def settled(self, timeout_s: float) -> None:
-        """Wait up to ``timeout_s`` for the acknowledgements in flight."""
-        pending = {task for task in self._acks if not task.done()}
-        if pending:
-            await asyncio.wait(pending, timeout=timeout_s)
+        """Wait up to ``timeout_s`` for every batch taken from the buffer so far to be
+        acknowledged (or to fail): computing, sent or awaiting its acknowledgement. A
+        revocation waits for this, so a batch of a revoked partition is never sent, counted
+        in its window state or left unfinished after the partition went (unless it is late)."""
+        waiting = {asyncio.create_task(event.wait()) for event in self._unfinished}
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=timeout_s)
+            for task in late:
+                task.cancel()
 
     async def _stage_loop(self, handoff: asyncio.Queue[_InFlight | None]) -> None:
         while chunks := await self._buffer.take(self._batch_max):
             started = self._clock()
             records = [record for chunk in chunks for record in chunk.records]
             trace = self._observer.begin(records, sorted({chunk.tp.partition for chunk in chunks}))
+            finished = asyncio.Event()
+            self._unfinished.add(finished)
             framing = await self._outputs.framing()
             runs = [(chunk.tp, chunk.records) for chunk in chunks]
             computing = asyncio.ensure_future(
                 self._stage.compute(runs, records, trace.stamps, framing)
             )
-            await handoff.put(_InFlight(chunks, records, computing, started, trace))
+            await handoff.put(_InFlight(chunks, records, computing, started, trace, finished))
 
     async def _publish_loop(self, handoff: asyncio.Queue[_InFlight | None]) -> None:
         while (batch := await handoff.get()) is not None:
             staged = await batch.computing
+            windowed = None
             try:
+                if self._windowing is not None:
+                    staged, windowed = await self._windowing.apply(
+                        batch.chunks, batch.records, staged
+                    )
                 acked = await self._outputs.send(staged)
             except DeliveryFailedError as exc:
-                batch.trace.end(staged, self._clock() - batch.started, exc)
-                self._fail(exc)
+                self._failed(batch, staged, windowed, exc)
                 return
-            task = asyncio.create_task(self._acknowledged(batch, staged, acked))
+            self._sent.add(batch.finished)
+            task = asyncio.create_task(self._acknowledged(batch, staged, acked, windowed))
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
 
-    async def _acknowledged(self, batch: _InFlight, staged: Staged, acked: Any) -> None:
+    async def _acknowledged(
+        self, batch: _InFlight, staged: Staged, acked: Any, windowed: WindowedBatch | None
+    ) -> None:
         try:
             await acked
-        except DeliveryFailedError as exc:
-            batch.trace.end(staged, self._clock() - batch.started, exc)
-            self._fail(exc)
+            if self._windowing is not None and windowed is not None:
+                await self._windowing.persist(windowed)
+        except (DeliveryFailedError, StateError) as exc:
+            self._failed(batch, staged, windowed, exc)
             return
+        finally:
+            _finish(batch, self._unfinished, self._sent)
         for chunk in batch.chunks:
             chunk.tracker.finish(chunk.first, chunk.end)
             self._buffer.release(chunk)
@@ -129,3 +156,24 @@ class Staging:
         stats.batch_seconds_total += seconds
         self._released()
         batch.trace.end(staged, seconds, None)
+
+    def _failed(
+        self,
+        batch: _InFlight,
+        staged: Staged,
+        windowed: WindowedBatch | None,
+        error: DeliveryFailedError | StateError,
+    ) -> None:
+        """``batch`` will never be finished: the processor stops, and no later batch's
+        window state may be saved without this one's."""
+        if self._windowing is not None and windowed is not None:
+            self._windowing.abandon(windowed)
+        _finish(batch, self._unfinished, self._sent)
+        batch.trace.end(staged, self._clock() - batch.started, error)
+        self._fail(error)
+
+
+def _finish(batch: _InFlight, *waiting: set[asyncio.Event]) -> None:
+    batch.finished.set()
+    for events in waiting:
+        events.discard(batch.finished)

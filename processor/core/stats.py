@@ -44,6 +44,12 @@ class Stats:
     end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # one past taken
     last_loop: float = field(default_factory=time.monotonic)
+    # windows (processor.core.windowing)
+    late_readings: int = 0  # their window had closed: not counted, still published
+    aggregates_published: int = 0  # closed windows acknowledged and persisted
+    state_bytes: int = 0  # the owned partitions' window state in memory
+    peak_state_bytes: int = 0
+    open_windows: int = 0
 
     @property
     def dead_lettered_total(self) -> int:
@@ -67,4 +73,14 @@ class Stats:
             "buffer_max": self.buffer_max,
             "peak_memory_mb": round(self.peak_memory / MIB, 1),
             "memory_budget_mb": round(self.memory_budget / MIB, 1),
+            **self._windows_summary(),
+        }
+
+    def _windows_summary(self) -> dict[str, Any]:
+        if not self.peak_state_bytes:  # windows off
+            return {}
+        return {
+            "aggregates": self.aggregates_published,
+            "late_readings": self.late_readings,
+            "peak_state_mb": round(self.peak_state_bytes / MIB, 2),
         }

@@ -4,9 +4,10 @@ Starts the embedded broker, creates the topics and runs the processor in-process
 small buffer, a memory budget and a stage slowed to a few times the network's nominal rate,
 so that the burst outruns it and backpressure visibly engages. A synthetic sensor network
 (``scenario``) publishes readings, bursts on one region and calms down; a live view (or plain
-lines) shows what happens; at the end a summary, its JSON copy and a PNG of the run. Ctrl-C
-ends it early and cleanly: the network stops, the processor drains and commits, the broker
-stops.
+lines) shows what happens. Windows are on, scaled to the run: the demo reads the closed
+windows' aggregates back from their topic and shows pm25 per region, where the smoke stands
+out. At the end a summary, its JSON copy and a PNG of the run. Ctrl-C ends it early and
+cleanly: the network stops, the processor drains and commits, the broker stops.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rich.live import Live
 
 from processor.config import Settings
 from processor.core.pipeline import Processor
+from processor.demo.aggregates import FIELD, RegionAggregates, read_aggregates
 from processor.demo.live import MIB, Sample, plain_line, render, take_sample
 from processor.demo.scenario import Scenario, SensorNetwork
 from processor.demo.story import story
@@ -62,9 +64,19 @@ class DemoOptions:
     live: bool = True
 
 
+def window_ms(duration_s: float) -> int:
+    """The windows' length: a sixth of the run, in whole seconds (10 s in the default minute).
+    Per-minute or hourly windows would close once or never in a demo this short; a sixth puts
+    the burst (15 to 55 % of the run) across two or three windows between calm ones, whatever
+    ``--duration`` is (2 s windows in CI's 15 s run)."""
+    return 1000 * max(1, round(duration_s / 6))
+
+
 def demo_settings(bootstrap: str, scenario: Scenario, output_dir: Path) -> Settings:
-    """Small limits so a burst of a few thousand readings per second engages them."""
+    """Small limits so a burst of a few thousand readings per second engages them; windows of
+    pm25 per sensor, deduplicated, as an air-quality network would run them."""
     capacity = _CAPACITY * scenario.nominal
+    window = window_ms(scenario.duration_s)
     return Settings(
         bootstrap_servers=bootstrap,
         enable_idempotence=False,
@@ -78,6 +90,15 @@ def demo_settings(bootstrap: str, scenario: Scenario, output_dir: Path) -> Setti
         spill_max_bytes=64 * MIB,
         spill_min_free_mb=50,
         commit_interval_s=0.5,
+        window=window,
+        aggregate_fields=(FIELD,),
+        # A fifth of the window (2 s of 10 s). Readings are stamped at the wall clock and
+        # nothing here delays them, so a partition's event time steps back only within a tick
+        # (0.1 s, scenario's stamping); the lateness covers that with room to spare and delays
+        # each window's aggregate by no more than a fifth of its length.
+        allowed_lateness=window // 5,
+        dedup=True,
+        state_dir=output_dir / "state",
         **FAST_GROUP,
     )
 
@@ -88,6 +109,8 @@ class _Run:
     processor: dict[str, Any]  # Processor.summary()
     exit_code: int
     interrupted: bool
+    regions: RegionAggregates
+    started_ms: int  # the sensors' start: the windows' times are told from it
 
 
 @contextlib.contextmanager
@@ -110,6 +133,8 @@ async def _watch(
     tasks: tuple[asyncio.Task[int], asyncio.Task[None]],
     stop: asyncio.Event,
     show: Callable[[list[Sample]], None],
+    *,
+    regions: RegionAggregates,
 ) -> list[Sample]:
     """Sample until the backlog is drained after the traffic, or a stop, or a failure."""
     running, producing = tasks
@@ -118,7 +143,7 @@ async def _watch(
     started = time.monotonic()
     while not (stop.is_set() or running.done()):
         elapsed = time.monotonic() - started
-        history.append(take_sample(processor, network, elapsed, scenario.phase(elapsed)))
+        history.append(take_sample(processor, network, regions, elapsed, scenario.phase(elapsed)))
         show(history)
         if producing.done():
             drained = processor.stats.finished >= network.produced
@@ -130,7 +155,7 @@ async def _watch(
     stop.set()
     processor.stop()
     await asyncio.wait(tasks)
-    history.append(take_sample(processor, network, time.monotonic() - started, "done"))
+    history.append(take_sample(processor, network, regions, time.monotonic() - started, "done"))
     return history
 
 
@@ -149,25 +174,46 @@ async def _run(settings: Settings, scenario: Scenario, options: DemoOptions) -> 
     producer = make_producer(settings)  # the sensors' producer, with the demo's settings
     await producer.start()
     network = SensorNetwork(scenario, Publisher([producer]), settings.input_topic)
+    regions, read_all = RegionAggregates(window_ms(scenario.duration_s)), asyncio.Event()
     try:
         async with exposed(processor, telemetry, "127.0.0.1", free_port()) as port:
             print(f"metrics while it runs: http://127.0.0.1:{port}/metrics", flush=True)
             await processor.start()
+            reading = asyncio.create_task(
+                read_aggregates(
+                    settings, regions, read_all, lambda: processor.stats.aggregates_published
+                )
+            )
             tasks = (
                 asyncio.create_task(processor.run()),
                 asyncio.create_task(network.run(stop)),
             )
-            with _view(options.live, "geo-stream-processor demo") as show:
-                history = await _watch(processor, network, tasks, stop, show)
+            try:
+                with _view(options.live, "geo-stream-processor demo") as show:
+                    history = await _watch(processor, network, tasks, stop, show, regions=regions)
+                read_all.set()  # every aggregate is out: read on to the last
+                await reading
+            finally:
+                if not reading.done():  # the watch failed
+                    reading.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reading
             tasks[1].result()  # a failed sensor network ends the demo with its error
     finally:
         await producer.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    return _Run(history, processor.summary(), tasks[0].result(), interrupted.is_set())
+    return _Run(
+        history,
+        processor.summary(),
+        tasks[0].result(),
+        interrupted.is_set(),
+        regions,
+        network.started_ms,
+    )
 
 
-def _summary(run: _Run, scenario: Scenario) -> dict[str, Any]:
+def _summary(run: _Run, scenario: Scenario, settings: Settings) -> dict[str, Any]:
     last = run.history[-1]
     return {
         "duration_s": round(last.elapsed, 1),
@@ -183,6 +229,12 @@ def _summary(run: _Run, scenario: Scenario) -> dict[str, Any]:
         "dead_lettered_by_code": dict(sorted(last.dead_lettered.items())),
         "accounted": last.finished == last.produced,
         "interrupted": run.interrupted,
+        "windows": {
+            "length_s": run.regions.length_ms / 1000,
+            "allowed_lateness_s": settings.allowed_lateness / 1000,
+            "aggregates_read": run.regions.read,
+            "pm25_by_region": run.regions.summary(run.started_ms),
+        },
         "story": story(run.history, scenario.hot_partitions),
     }
 
@@ -191,6 +243,7 @@ def _print_summary(summary: dict[str, Any], where: Path, picture: Path) -> None:
     def counts(values: dict[str, int]) -> str:
         return ", ".join(f"{k} {v:,}" for k, v in values.items()) or "none"
 
+    windows = summary["windows"]
     balance = "yes" if summary["accounted"] else "NO"
     if summary["interrupted"] and not summary["accounted"]:
         left = summary["in"] - summary["published"] - summary["dead_lettered"]
@@ -206,27 +259,53 @@ def _print_summary(summary: dict[str, Any], where: Path, picture: Path) -> None:
          f"handed back to Kafka {summary['handed_back']:,}"),
         ("peak buffer", f"{summary['peak_buffered']:,} of {summary['buffer_max']:,} records"),
         ("peak memory", f"{summary['peak_memory_mb']} MB of {summary['memory_budget_mb']} MB"),
+        ("windows", f"{windows['length_s']:g} s, lateness {windows['allowed_lateness_s']:g} s: "
+         f"{summary.get('aggregates', 0):,} aggregates ({windows['aggregates_read']:,} read "
+         f"back), {summary.get('late_readings', 0):,} late readings"),
         ("plot", str(picture)),
     ]  # fmt: skip
     note = " (interrupted)" if summary["interrupted"] else ""
     print(f"\nsummary after {summary['duration_s']} s{note}, also in {where}")
     for label, value in rows:
         print(f"  {label:<32} {value}")
+    _print_regions(windows["pm25_by_region"], summary["burst"]["region"])
     print("what happened:")
     for line in summary["story"]:
         print(f"  - {line}")
 
 
+def _print_regions(by_region: dict[str, list[dict[str, Any]]], hot: str) -> None:
+    """A table: a row per region, the mean pm25 of each window (t: its start)."""
+    if not by_region:
+        print(f"{FIELD} by region: no window closed")
+        return
+    print(f"{FIELD} by region, the mean of each window (µg/m³; t: the window's start, s):")
+    starts = next(iter(by_region.values()))
+    print(f"  {'t':<8}" + "".join(f"{round(w['t']):>7}" for w in starts) + "   readings counted")
+    for region, windows in by_region.items():
+        means = "".join(
+            f"{'-' if w['pm25_mean'] is None else round(w['pm25_mean']):>7}" for w in windows
+        )
+        readings = sum(w["readings"] for w in windows)
+        print(f"  {region:<8}{means}   {readings:,}" + ("  (smoke)" if region == hot else ""))
+
+
 async def run_demo(options: DemoOptions) -> int:
     out = options.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / "spill", ignore_errors=True)  # the broker is new: old spill is stale
+    for stale in ("spill", "state"):  # the broker is new: old spill and state are stale
+        shutil.rmtree(out / stale, ignore_errors=True)
     scenario = Scenario(
         sensors=options.sensors, duration_s=options.duration_s, partitions=options.partitions
     )
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         settings = demo_settings(broker.bootstrap_servers, scenario, out)
-        topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+        topics = [
+            settings.input_topic,
+            settings.output_topic,
+            settings.dlq_topic,
+            settings.aggregates_topic,
+        ]
         await create_topics(broker.bootstrap_servers, topics, scenario.partitions)
         hot = ", ".join(map(str, scenario.hot_partitions))
         print(
@@ -238,8 +317,14 @@ async def run_demo(options: DemoOptions) -> int:
             f" records/s",
             flush=True,
         )
+        print(
+            f"windows of {window_ms(scenario.duration_s) / 1000:g} s of {FIELD} per sensor, "
+            f"lateness {settings.allowed_lateness / 1000:g} s, deduplicated, to "
+            f"{settings.aggregates_topic}",
+            flush=True,
+        )
         run = await _run(settings, scenario, options)
-    summary = _summary(run, scenario)
+    summary = _summary(run, scenario, settings)
     # matplotlib (~50 MB) only now: while the demo runs, the processor's memory is its own
     from processor.demo.plot import plot  # noqa: PLC0415
 
@@ -250,6 +335,9 @@ async def run_demo(options: DemoOptions) -> int:
         f"(partitions {hot})",
         (settings.buffer_high, settings.buffer_low),
         scenario.full_burst(),
+        pm25=run.regions.means(run.started_ms),
+        window_s=run.regions.length_ms / 1000,
+        hot=scenario.hot_region,
     )
     where = out / "summary.json"
     where.write_text(json.dumps(summary, indent=2) + "\n")

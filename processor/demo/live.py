@@ -1,9 +1,9 @@
 """What the demo shows while it runs: samples of the processor over time, as a live terminal
 view (rich) or as plain periodic lines (CI, logs, no terminal).
 
-A sample is taken from ``Stats`` and the demo's own producer counts, never from the
-processor's internals beyond its public accessors, so the view shows what an operator's
-dashboards would.
+A sample is taken from ``Stats``, the demo's own producer counts and the aggregates read
+back from their topic, never from the processor's internals beyond its public accessors, so
+the view shows what an operator's dashboards would.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from processor.core.pipeline import Processor
+    from processor.demo.aggregates import RegionAggregates
     from processor.demo.scenario import SensorNetwork
 
 MIB = 1024 * 1024
 _RATE_WINDOW_S = 2.0
+_UNHEALTHY_PM25 = 55.5  # µg/m³: "unhealthy" from here on (EPA's 2024 PM2.5 breakpoints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,8 @@ class Sample:
     memory_used: int
     memory_budget: int
     lag: dict[int, int]  # partition: produced but not committed
+    #: region: (start of its latest closed window, s since the sensors started; mean pm25)
+    pm25: dict[str, tuple[float, float]]
 
     @property
     def paused_by_reason(self) -> dict[str, int]:
@@ -52,7 +56,13 @@ class Sample:
         return counts
 
 
-def take_sample(processor: Processor, network: SensorNetwork, elapsed: float, phase: str) -> Sample:
+def take_sample(
+    processor: Processor,
+    network: SensorNetwork,
+    regions: RegionAggregates,
+    elapsed: float,
+    phase: str,
+) -> Sample:
     stats = processor.stats
     committed = {p: o for (_, p), o in stats.committed_offsets.items()}
     return Sample(
@@ -71,6 +81,10 @@ def take_sample(processor: Processor, network: SensorNetwork, elapsed: float, ph
         memory_used=stats.memory_used,
         memory_budget=stats.memory_budget,
         lag={p: max(0, end - committed.get(p, 0)) for p, end in sorted(network.acked.items())},
+        pm25={
+            region: ((start - network.started_ms) / 1000, mean)
+            for region, (start, mean) in sorted(regions.latest().items())
+        },
     )
 
 
@@ -115,13 +129,27 @@ def plain_line(history: list[Sample]) -> str:
     """One line per sample for ``--no-live``."""
     s = history[-1]
     produced, consumed, out = rates(history)
-    return (
+    line = (
         f"[{s.elapsed:5.1f}s] {s.phase:<26} in {produced:6,.0f}/s  consumed {consumed:6,.0f}/s  "
         f"out {out:6,.0f}/s | buffer {s.buffered / s.buffer_max:4.0%} | "
         f"paused {len(s.paused)} ({_counts(s.paused_by_reason)}) | "
         f"spill {s.spill_records:,} | mem {s.memory_used / MIB:.0f}/"
         f"{s.memory_budget / MIB:.0f} MB | dead letters {sum(s.dead_lettered.values()):,}"
     )
+    means = " ".join(f"{region} {mean:.0f}" for region, (_, mean) in s.pm25.items())
+    return f"{line} | pm25 {means}" if means else line
+
+
+def _pm25_line(sample: Sample) -> Text:
+    """Each region's latest closed window: the smoke's region in red once it is unhealthy."""
+    line = Text("pm25 µg/m³, latest closed window:  ")
+    if not sample.pm25:
+        line.append("no window closed yet", style="dim")
+    for i, (region, (start, mean)) in enumerate(sample.pm25.items()):
+        line.append(f"{'   ' if i else ''}{region} ")
+        line.append(f"{mean:.0f}", style="bold red" if mean >= _UNHEALTHY_PM25 else "green")
+        line.append(f" (t={start:.0f} s)")
+    return line
 
 
 def _bar(value: float, total: float, label: str) -> Table:
@@ -171,4 +199,4 @@ def render(history: list[Sample], header: str) -> Group:
     bottom = Table.grid(padding=(0, 1), expand=True)
     bottom.add_row(Panel(partitions, title="partitions"), Panel(letters, title="dead letters"))
     title = Text(f"{header}   t={s.elapsed:.0f}s   {s.phase}", style="bold")
-    return Group(title, top, bottom)
+    return Group(title, top, _pm25_line(s), bottom)

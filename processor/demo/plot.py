@@ -1,4 +1,5 @@
-"""The demo's picture: rates, buffer, paused partitions and memory over time, as one PNG.
+"""The demo's picture: rates, each region's mean pm25 per window, buffer, paused partitions and
+memory over time, as one PNG.
 
 Drawn once the run is over, from the same samples the live view showed, with matplotlib's
 object API: a bare ``Figure`` renders PNG through Agg, so no display, no pyplot global state
@@ -7,8 +8,11 @@ and no backend switch are involved.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from processor.core.flow import PauseReason
@@ -21,20 +25,26 @@ def plot(
     title: str,
     watermarks: tuple[float, float],
     burst: tuple[float, float],
+    *,
+    pm25: Mapping[str, Sequence[tuple[float, float | None]]],
+    window_s: float,
+    hot: str,
 ) -> Path:
-    """Write the PNG to ``path``: ``watermarks`` are the buffer's (high, low) fractions and
-    ``burst`` the seconds between which the burst was at full strength (shaded)."""
+    """Write the PNG to ``path``: ``watermarks`` are the buffer's (high, low) fractions,
+    ``burst`` the seconds between which the burst was at full strength (shaded), ``pm25`` each
+    region's windows (start in seconds, mean pm25), ``window_s`` long, ``hot`` the smoke's."""
     high, low = watermarks
     t = [s.elapsed for s in history]
     per_second = rate_series(history)
-    figure = Figure(figsize=(10, 10), layout="constrained")
-    flow, buffer, paused, memory = figure.subplots(4, 1, sharex=True)
+    figure = Figure(figsize=(10, 12), layout="constrained")
+    flow, smoke, buffer, paused, memory = figure.subplots(5, 1, sharex=True)
     figure.suptitle(title)
     flow.plot(t, [r[0] for r in per_second], label="sensors -> kafka")
     flow.plot(t, [r[1] for r in per_second], label="kafka -> processor")
     flow.plot(t, [r[2] for r in per_second], label="published + dead-lettered")
     flow.set_ylabel("records/s")
     flow.legend(loc="upper right")
+    _pm25(smoke, pm25, window_s, hot)
 
     buffer.plot(t, [100 * s.buffered / s.buffer_max for s in history], color="tab:purple")
     buffer.axhline(100 * high, linestyle="--", color="tab:red", label="pause (high watermark)")
@@ -60,8 +70,28 @@ def plot(
     memory.set_xlabel("seconds")
     memory.legend(loc="center right")
 
-    for axes in (flow, buffer, paused, memory):
+    for axes in (flow, smoke, buffer, paused, memory):
         axes.axvspan(*burst, color="tab:orange", alpha=0.12, linewidth=0)
     flow.text(sum(burst) / 2, 0, "smoke burst", ha="center", va="bottom", color="tab:orange")
     figure.savefig(path, dpi=100, format="png")
     return path
+
+
+def _pm25(
+    axes: Axes, pm25: Mapping[str, Sequence[tuple[float, float | None]]], window_s: float, hot: str
+) -> None:
+    """A step per window and region: the window's mean pm25 across its span."""
+    for region, windows in pm25.items():
+        edges = [start for start, _ in windows] + [windows[-1][0] + window_s]
+        means = [math.nan if mean is None else mean for _, mean in windows]
+        if region == hot:
+            axes.stairs(
+                means, edges, baseline=None, label=f"{region} (smoke)", color="tab:red", lw=2.5
+            )
+        else:
+            axes.stairs(means, edges, baseline=None, label=region, lw=1.2)
+    axes.set_ylabel(f"mean pm25 per {window_s:g} s\nwindow (µg/m³)")
+    if pm25:
+        axes.legend(loc="upper right")
+    else:
+        axes.text(0.5, 0.5, "no window closed", ha="center", transform=axes.transAxes)

@@ -1,11 +1,18 @@
 """The demo's sensor network: a few hundred sensors at a nominal rate, a wildfire-smoke burst
-on one region, then calm again.
+on one region, then calm again. The smoke shows in the readings too: the burning region's pm25
+rises from clean air to hazardous with the burst's intensity, while the others stay clean.
 
 The burning region's sensor ids are chosen so that their keys land on a few partitions by
 murmur2, as any Kafka producer would place them, so a burst from one region is a burst on one
 or two partitions: exactly what per-partition pausing is for. Readings are paced in ticks
 against the clock and published through the batch API; ``acked`` counts only what the
 broker acknowledged, per partition, which on the demo's fresh topics are the end offsets.
+
+Each tick's readings of a region are stamped evenly across the tick (a sensor reporting 40
+times a second stamps its readings 25 ms apart), so no sensor reporting under 1,000 times a
+second stamps two readings with the same millisecond, which deduplication would take for a
+repeat. A partition's event time may so step back by up to a tick where one region's readings
+follow another's.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from processor.kafka.batches import KeyPartitioner
 from processor.kafka.publisher import Publisher
@@ -38,6 +45,8 @@ class Scenario:
     hot_region: str = "sierra"
     hot_partitions: tuple[int, ...] = (0, 1)
     invalid_ratio: float = 0.01
+    clean_pm25: tuple[float, float] = (5.0, 25.0)  # µg/m³, uniform: clean air
+    smoke_pm25: float = 350.0  # µg/m³ the smoke adds at the burst's full strength
 
     @property
     def nominal(self) -> float:
@@ -55,6 +64,16 @@ class Scenario:
         if x < 0.45:
             return self.burst
         return 1 + top * (0.55 - x) / 0.10
+
+    def smoke(self, elapsed: float) -> float:
+        """How thick the hot region's smoke is, from 0 (none) to 1 (the burst at full strength):
+        it comes and goes with the burst."""
+        return 0.0 if self.burst <= 1 else (self.intensity(elapsed) - 1) / (self.burst - 1)
+
+    def pm25(self, region: str, elapsed: float, rng: random.Random) -> float:
+        """A reading's pm25: clean air, plus the smoke in the hot region."""
+        smoke = self.smoke(elapsed) if region == self.hot_region else 0.0
+        return rng.uniform(*self.clean_pm25) + smoke * self.smoke_pm25
 
     def full_burst(self) -> tuple[float, float]:
         """Seconds between which the burst is at full strength."""
@@ -99,6 +118,7 @@ class SensorNetwork:
     topic: str
     acked: Counter[int] = field(default_factory=Counter)  # per partition
     invalid: int = 0
+    started_ms: int = 0  # when the sensors started, in ms since the epoch (as event times are)
     _rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - synthetic
     _partition: dict[str, int] = field(default_factory=dict)
 
@@ -113,7 +133,8 @@ class SensorNetwork:
             self._partition[sensor] = partition_of(sensor.encode())
         owed = dict.fromkeys(network, 0.0)
         turn = dict.fromkeys(network, 0)
-        started = time.monotonic()
+        started, origin = time.monotonic(), datetime.now(UTC)
+        self.started_ms = int(origin.timestamp() * 1000)
         ticks = 0
         while not stop.is_set():
             elapsed = time.monotonic() - started
@@ -126,10 +147,9 @@ class SensorNetwork:
                 )
                 owed[region] += len(sensors) * self.scenario.rate * boost * _TICK_S
                 count, owed[region] = divmod(owed[region], 1.0)
-                batch.extend(
-                    (sensor.encode(), self._reading(sensor), [])
-                    for sensor in self._pick(sensors, turn, region, int(count))
-                )
+                picked = list(self._pick(sensors, turn, region, int(count)))
+                tick = origin + timedelta(seconds=ticks * _TICK_S)
+                batch.extend(self._tick(region, picked, tick, elapsed))
             futures = await self.publisher.publish(self.topic, batch)
             await asyncio.gather(*futures)
             self.acked.update(self._partition[key.decode()] for key, _, _ in batch if key)
@@ -144,8 +164,17 @@ class SensorNetwork:
             yield sensors[turn[region] % len(sensors)]
             turn[region] += 1
 
-    def _reading(self, sensor: str) -> bytes:
+    def _tick(
+        self, region: str, sensors: list[str], start: datetime, elapsed: float
+    ) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+        """A region's readings of one tick, from ``start`` on, stamped evenly across it."""
+        step = timedelta(seconds=_TICK_S / max(1, len(sensors)))
+        for i, sensor in enumerate(sensors):
+            pm25 = self.scenario.pm25(region, elapsed, self._rng)
+            yield sensor.encode(), self._reading(sensor, start + i * step, pm25), []
+
+    def _reading(self, sensor: str, when: datetime, pm25: float) -> bytes:
         if self._rng.random() < self.scenario.invalid_ratio:
             self.invalid += 1
             return self._rng.choice(_BAD)
-        return reading(sensor, datetime.now(UTC), self._rng)
+        return reading(sensor, when, self._rng, pm25)

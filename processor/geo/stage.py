@@ -17,9 +17,10 @@ import shapely
 
 from processor.geo.geofence import Geofences
 from processor.geo.spatial import Projection, Reprojector
-from processor.messages.codec import DeadLetterCode, Where, decode_batch
+from processor.messages.codec import DeadLetterCode, decode_batch
 from processor.messages.encode import encode_dead_letter, encode_points
 from processor.messages.jobs import Columns
+from processor.messages.measures import Measures, measures
 
 if TYPE_CHECKING:  # a stage worker process never imports the settings (pydantic)
     from processor.config import Settings
@@ -59,6 +60,7 @@ class Computed:
     failed: list[int] = field(default_factory=list)  # input row of each dead letter, ascending
     codes: list[DeadLetterCode] = field(default_factory=list)
     letters: list[bytes] = field(default_factory=list)
+    measures: Measures | None = None  # of the points, when compute() was given fields
 
 
 class SpatialStage:
@@ -101,8 +103,10 @@ class SpatialStage:
         """Build the transformer and fill the caches now, not on the first real batch."""
         self.compute(Columns([_WARM_UP], ["warm-up"], [0], [0]))
 
-    def compute(self, batch: Columns) -> Computed:
-        """Points (key = sensor_id, input order) and dead letters of ``batch``, as columns."""
+    def compute(self, batch: Columns, fields: tuple[str, ...] | None = None) -> Computed:
+        """Points (key = sensor_id, input order) and dead letters of ``batch``, as columns;
+        with ``fields`` (windows on), also the points' event times and those fields' values,
+        read before the points are made (making them adds keys to a decoded document)."""
         columns, rejections = decode_batch(batch.values, self._max_bytes)
         projection = self._reprojector.project(columns.x, columns.y, columns.source_crs)
         failures = {r.index: (r.code, r.message) for r in rejections}
@@ -115,14 +119,17 @@ class SpatialStage:
                     projection.ok[row] = False
                     message = "point is outside every geofence"
                     failures[columns.index[row]] = (DeadLetterCode.OUTSIDE_AREA, message)
+        accepted = np.flatnonzero(projection.ok).tolist()
+        documents = [columns.documents[row] for row in accepted]
+        output = Computed()
+        if fields is not None:
+            output.measures = measures(documents, fields)
         if columns.source_crs is not None:
             _add_wgs84(columns.documents, columns.source_crs, projection)
-        accepted = np.flatnonzero(projection.ok).tolist()
-        output = Computed()
         output.rows = rows = [columns.index[row] for row in accepted]
         topics, partitions, offsets = batch.topics, batch.partitions, batch.offsets
         output.values = encode_points(
-            [columns.documents[row] for row in accepted],
+            documents,
             projection.x[accepted].tolist(),
             projection.y[accepted].tolist(),
             self._reprojector.name,
@@ -133,10 +140,11 @@ class SpatialStage:
         output.keys = [sensor_ids[row].encode() for row in accepted]
         for index in sorted(failures):
             code, message = failures[index]
-            where = Where(topics[index], partitions[index], offsets[index], batch.values[index])
             output.failed.append(index)
             output.codes.append(code)
-            output.letters.append(encode_dead_letter(where, code, message, self._max_bytes))
+            output.letters.append(
+                encode_dead_letter(batch.where(index), code, message, self._max_bytes)
+            )
         return output
 
     def _regions(self, projection: Projection) -> list[list[str]] | None:

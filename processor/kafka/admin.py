@@ -1,5 +1,6 @@
 """Topic administration for the demo, the tools, the tests and the benchmark; the processor
-itself never creates a topic (a missing one is a start-up error, as in Kafka Streams)."""
+itself creates only its window state's changelog (:mod:`processor.kafka.state_topics`): a
+missing topic of its settings is a start-up error, as in Kafka Streams."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.config import Settings
 from processor.errors import ConfigError
@@ -13,6 +14,8 @@ from processor.kafka._aiokafka_private import bare_value, fast_paths, use_bare_r
 
 #: Upper bound of one fetch response, whatever the budget: prefetch must not defeat the bound.
 MAX_FETCH_BYTES = 32 * 1024 * 1024
+#: How long a reader's fetch waits at the end of a partition: the reader stops there.
+READER_WAIT_MS = 20
 
 
 def security_options(settings: Settings) -> dict[str, Any]:
@@ -82,6 +85,34 @@ def make_consumer(settings: Settings, budget_bytes: int) -> Any:
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         max_partition_fetch_bytes=partition_max,
         value_deserializer=bare_value if bare else None,
+        **security_options(settings),
+    )
+
+
+def make_reader(settings: Settings, budget_bytes: int) -> Any:
+    """A consumer outside the group, for partitions it is assigned by hand and reads to their
+    end (the window state's changelog): it commits nothing, and an offset out of range starts
+    it at the beginning. It reads one partition at a time, which may fill a whole fetch."""
+    fetch_max, _ = fetch_bytes(settings, budget_bytes)
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=settings.request_timeout_ms,
+        fetch_max_bytes=fetch_max,
+        fetch_max_wait_ms=READER_WAIT_MS,
+        max_partition_fetch_bytes=fetch_max,
+        **security_options(settings),
+    )
+
+
+def make_admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        request_timeout_ms=settings.request_timeout_ms,
         **security_options(settings),
     )
 

@@ -21,12 +21,13 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from processor.config import Settings
 from processor.core.ports import PartitionListener, Staged, TopicPartition
 from processor.core.stats import Stats
-from processor.errors import CommitFailedError, ConfigError, DeliveryFailedError
+from processor.errors import CommitFailedError, ConfigError
 from processor.kafka.broker_watch import BrokerWatch
-from processor.kafka.clients import make_consumer, make_producer
-from processor.kafka.preflight import check_cluster, unreachable
+from processor.kafka.clients import make_consumer, make_producer, make_reader
+from processor.kafka.preflight import check_cluster, run_topics, unreachable
 from processor.kafka.probe import broker_probe
-from processor.kafka.publisher import Publisher
+from processor.kafka.publisher import Publisher, acknowledged, producing
+from processor.kafka.state_topics import KafkaStateTopics, prepare_changelog
 from processor.messages.codec import RecordLike
 from processor.messages.jobs import BatchSpec, Framed
 
@@ -103,19 +104,10 @@ class KafkaOutputs:
     async def send(self, staged: Staged) -> Awaitable[None]:
         """``staged`` as the stage runners return it (:class:`Framed`)."""
         framed = cast(Framed, staged)
-        try:
+        with producing():
             futures = await self.publisher.send(self._output_topic, framed.points)
             futures += await self.publisher.send(self._dlq_topic, framed.letters)
-        except KafkaError as exc:
-            raise DeliveryFailedError(f"cannot produce: {exc!r}") from exc
-        return asyncio.ensure_future(_acknowledged(futures))
-
-
-async def _acknowledged(futures: list[asyncio.Future[Any]]) -> None:
-    try:
-        await asyncio.gather(*futures)
-    except KafkaError as exc:
-        raise DeliveryFailedError(f"broker did not acknowledge a batch: {exc!r}") from exc
+        return asyncio.ensure_future(acknowledged(futures))
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -130,22 +122,24 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaConnection:
-    """A started consumer and producers (see :meth:`KafkaConnector.connect`)."""
+    """A started consumer and producers, and with windows on the changelog's reader (see
+    :meth:`KafkaConnector.connect`)."""
 
-    def __init__(self, settings: Settings, consumer: Any, producers: list[Any]) -> None:
+    def __init__(
+        self, settings: Settings, consumer: Any, producers: list[Any], reader: Any = None
+    ) -> None:
         self._settings = settings
         self.consumer = KafkaConsumer(consumer)
         self.producers = producers
-        self.outputs = KafkaOutputs(
-            Publisher(
-                producers,
-                settings.max_batch_bytes,
-                settings.compression_type,
-                settings.aiokafka_fast_paths,
-            ),
-            settings.output_topic,
-            settings.dlq_topic,
+        publisher = Publisher(
+            producers,
+            settings.max_batch_bytes,
+            settings.compression_type,
+            settings.aiokafka_fast_paths,
         )
+        self.outputs = KafkaOutputs(publisher, settings.output_topic, settings.dlq_topic)
+        self._reader = reader
+        self.state = None if reader is None else KafkaStateTopics(settings, publisher, reader)
 
     async def watch(self, stats: Stats) -> None:
         settings = self._settings
@@ -157,7 +151,8 @@ class KafkaConnection:
         """A consumer stopped while it joins its group waits for the join's answer (half the
         session timeout on Tansu, up to the rebalance timeout on Kafka): past ``within_s`` it
         is left, and the broker drops the member when its session expires."""
-        await _stop([self.consumer.client, *self.producers], within_s)
+        readers = [] if self._reader is None else [self._reader]
+        await _stop([self.consumer.client, *self.producers, *readers], within_s)
 
 
 class KafkaConnector:
@@ -172,13 +167,16 @@ class KafkaConnector:
         started: list[Any] = []
         try:
             with _quiet(logging.getLogger("aiokafka")):  # our one-line errors say it better
-                await check_cluster(settings)
+                await check_cluster(settings, run_topics(settings))
+                if settings.window is not None:
+                    await prepare_changelog(settings)
                 producers = [make_producer(settings) for _ in range(settings.producers)]
                 consumer = make_consumer(settings, self._budget)
-                for client in (*producers, consumer):
+                reader = None if settings.window is None else make_reader(settings, self._budget)
+                for client in (*producers, consumer, *([] if reader is None else [reader])):
                     started.append(client)
                     await client.start()
-            connection = KafkaConnection(settings, consumer, producers)
+            connection = KafkaConnection(settings, consumer, producers, reader)
             await _check_output_topics(settings, connection.outputs.publisher)
         except BaseException as exc:
             await _stop(started, settings.shutdown_timeout_s)
@@ -190,7 +188,7 @@ class KafkaConnector:
 
 
 async def _check_output_topics(settings: Settings, publisher: Publisher) -> None:
-    for name in ("output_topic", "dlq_topic"):
+    for name in (name for name in run_topics(settings) if name != "input_topic"):
         topic = getattr(settings, name)
         try:
             await asyncio.wait_for(publisher.partitioner(topic), timeout=_TOPIC_LOOKUP_S)

@@ -94,6 +94,12 @@ async def check_cluster(settings: Settings, topics: Sequence[str] = RUN_TOPICS) 
     raise max(failures, key=lambda failure: failure.step).error
 
 
+def run_topics(settings: Settings) -> tuple[str, ...]:
+    """The topic settings ``processor run`` needs: :data:`RUN_TOPICS`, and the aggregates
+    topic when windows are on (their changelog the processor creates itself)."""
+    return RUN_TOPICS if settings.window is None else (*RUN_TOPICS, "aggregates_topic")
+
+
 def unreachable(settings: Settings, reason: str) -> BrokerUnavailableError:
     return BrokerUnavailableError(
         f"cannot reach {_setting('bootstrap_servers')} {settings.bootstrap_servers!r}: {reason}"

@@ -14,12 +14,20 @@ keep several requests in flight; partition ``p`` always goes through producer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
+from processor.errors import DeliveryFailedError
 from processor.kafka._aiokafka_private import PrebuiltBatch, fast_paths
 from processor.kafka.batches import CODECS, KeyPartitioner, encode_batches
 from processor.messages.jobs import BatchSpec, EncodedBatch, Outgoing, ProduceBatch
+
+#: A batch handed to its producer: the future of its acknowledgement (resolving to aiokafka's
+#: ``RecordMetadata``, whose ``offset`` is the batch's base offset) and its record count.
+Queued = tuple[asyncio.Future[Any], int]
 
 
 class Publisher:
@@ -63,22 +71,25 @@ class Publisher:
         for batch in batches:
             by_partition.setdefault(batch.partition, []).append(batch)
         queued = await asyncio.gather(
-            *(self._queue(topic, partition, run) for partition, run in by_partition.items())
+            *(self.queue(topic, partition, run) for partition, run in by_partition.items())
         )
-        return [future for futures in queued for future in futures]
+        return [future for batches in queued for future, _ in batches]
 
-    async def _queue(
-        self, topic: str, partition: int, batches: list[ProduceBatch]
-    ) -> list[asyncio.Future[Any]]:
+    async def queue(
+        self, topic: str, partition: int, batches: Iterable[ProduceBatch]
+    ) -> list[Queued]:
+        """Queue framed batches of one partition, in order, through its producer; the batches
+        as the producer took them (a run of records may have become several)."""
         producer = self._producers[partition % len(self._producers)]
-        futures: list[asyncio.Future[Any]] = []
+        queued: list[Queued] = []
         for batch in batches:
             if isinstance(batch, EncodedBatch):
                 prebuilt = PrebuiltBatch(batch.data, batch.records)
-                futures.append(await producer.send_batch(prebuilt, topic, partition=partition))
+                future = await producer.send_batch(prebuilt, topic, partition=partition)
+                queued.append((future, batch.records))
             else:
-                futures += await _append(producer, topic, partition, batch.rows)
-        return futures
+                queued += await _append(producer, topic, partition, batch.rows)
+        return queued
 
     async def publish(self, topic: str, messages: Iterable[Outgoing]) -> list[asyncio.Future[Any]]:
         """Frame ``messages`` here and queue them in order (the demo's readings); the futures
@@ -91,16 +102,37 @@ class Publisher:
         return await self.send(topic, encode_batches(spec, keys, values, headers, partitioner))
 
 
-async def _append(
-    producer: Any, topic: str, partition: int, rows: list[Outgoing]
-) -> list[asyncio.Future[Any]]:
+async def _append(producer: Any, topic: str, partition: int, rows: list[Outgoing]) -> list[Queued]:
     """The public batch API: ``create_batch``, ``append`` until full, ``send_batch``."""
-    futures: list[asyncio.Future[Any]] = []
+    queued: list[Queued] = []
     batch = producer.create_batch()
     for key, value, headers in rows:
         if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            queued.append(await _send(producer, batch, topic, partition))
             batch = producer.create_batch()  # an empty batch takes any record
             batch.append(key=key, value=value, timestamp=None, headers=headers)
-    futures.append(await producer.send_batch(batch, topic, partition=partition))
-    return futures
+    queued.append(await _send(producer, batch, topic, partition))
+    return queued
+
+
+async def _send(producer: Any, batch: Any, topic: str, partition: int) -> Queued:
+    records = int(batch.record_count())
+    return await producer.send_batch(batch, topic, partition=partition), records
+
+
+@contextlib.contextmanager
+def producing() -> Iterator[None]:
+    """Queueing batches: a producer's failure is a :class:`DeliveryFailedError`."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise DeliveryFailedError(f"cannot produce: {exc!r}") from exc
+
+
+async def acknowledged(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Once the broker acknowledged every queued batch; a failure is a
+    :class:`DeliveryFailedError`."""
+    try:
+        await asyncio.gather(*futures)
+    except KafkaError as exc:
+        raise DeliveryFailedError(f"broker did not acknowledge a batch: {exc!r}") from exc

@@ -33,6 +33,7 @@ class DeadLetterCode(StrEnum):
     TOO_LARGE = "too_large"
     TOO_DEEP = "too_deep"
     UNKNOWN_CRS = "unknown_crs"
+    DUPLICATE = "duplicate"  # the window state's: a reading it already counted (dedup on)
 
 
 class Located(Protocol):

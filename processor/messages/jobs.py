@@ -13,7 +13,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from processor.messages.codec import Headers, RecordLike
+import numpy as np
+import numpy.typing as npt
+
+from processor.messages.codec import Headers, RecordLike, Where
 
 #: (key, value, headers) of one record to produce.
 Outgoing = tuple[bytes | None, bytes, Headers]
@@ -61,6 +64,10 @@ class Columns:
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
 
+    def where(self, row: int) -> Where:
+        """Where ``row`` came from, with its payload: what its dead letter names and carries."""
+        return Where(self.topics[row], self.partitions[row], self.offsets[row], self.values[row])
+
 
 @dataclass(slots=True)
 class Job:
@@ -68,6 +75,9 @@ class Job:
 
     ``keys`` and ``headers`` (only rows that have any) are the input records' own: a dead
     letter keeps them. ``stamps[row]``, when given, are the headers of that row's output.
+    ``window_fields`` (windows on: the fields to aggregate) asks for the points' readings
+    (:attr:`Framed.readings`), ``dedup`` for what framing the points again takes
+    (:attr:`Framed.outputs`).
     """
 
     points: BatchSpec  # of the output topic
@@ -76,6 +86,8 @@ class Job:
     columns: Columns = field(default_factory=Columns)
     keys: list[bytes | None] = field(default_factory=list)
     headers: dict[int, Headers] = field(default_factory=dict)
+    window_fields: tuple[str, ...] | None = None
+    dedup: bool = False
 
     def extend(self, topic: str, partition: int, records: Sequence[RecordLike]) -> None:
         """Add a run of records of one partition."""
@@ -91,6 +103,27 @@ class Job:
             self.headers.update((base + row, list(h)) for row, h in enumerate(heads) if h)
 
 
+@dataclass(frozen=True, slots=True)
+class PointReadings:
+    """What the window state needs of a job's points (valid rows only, dead letters never),
+    by point, in input row order: numpy columns, which pickle as one buffer each."""
+
+    rows: npt.NDArray[np.int64]  # input row of each point: the job's columns give its offset
+    sensors: npt.NDArray[np.bytes_]  # processor.state.aggregates.sensor_keys of the points
+    event_ms: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]  # (points, fields), NaN: missing or not a finite number
+
+
+@dataclass(frozen=True, slots=True)
+class PointOutputs:
+    """A job's points as records, by point in input row order, so that they can be framed
+    again without some rows (dedup drops duplicates after the worker framed them)."""
+
+    rows: list[int]
+    keys: list[bytes]
+    values: list[bytes]
+
+
 @dataclass(slots=True)
 class Framed:
     """What a job came to: its points and dead letters as produce batches, and the counts."""
@@ -99,6 +132,11 @@ class Framed:
     letters: list[ProduceBatch] = field(default_factory=list)
     published: int = 0
     codes: Counter[str] = field(default_factory=Counter)  # dead letters by error code
+    readings: PointReadings | None = None  # when the job had window_fields
+    outputs: PointOutputs | None = None  # when the job had dedup
+    #: The job itself, when it had dedup: set in the process that sent it, after it came
+    #: back (never pickled either way), so that points can be dead-lettered from their input.
+    job: Job | None = field(default=None, repr=False, compare=False)
 
     @property
     def dead_lettered(self) -> int:

@@ -111,6 +111,10 @@ def observe(
          _value(lambda: max(0.0, clock() - stats.broker_answered))),
         ("processor.group.joining", "1", "1 while waiting for a partition assignment",
          _value(lambda: int(stats.joining))),
+        ("processor.state.size", "By", "Window state of the owned partitions in memory",
+         _value(lambda: stats.state_bytes)),
+        ("processor.windows.open", "{window}", "Open per-sensor windows of owned partitions",
+         _value(lambda: stats.open_windows)),
     ]  # fmt: skip
     counters: list[tuple[str, str, str, Callback]] = [
         ("processor.records.consumed", "{record}", "Records taken from Kafka",
@@ -130,6 +134,10 @@ def observe(
         ("processor.resumes", "{resume}", "Partition resumes, by reason",
          _labelled("reason", lambda: stats.resumes, reasons)),
         ("processor.commits", "{commit}", "Offset commits", _value(lambda: stats.commits)),
+        ("processor.late_readings", "{reading}", "Readings past their window: published only",
+         _value(lambda: stats.late_readings)),
+        ("processor.aggregates.published", "{aggregate}", "Closed windows' aggregates saved",
+         _value(lambda: stats.aggregates_published)),
     ]  # fmt: skip
     for name, unit, description, callback in gauges:
         meter.create_observable_gauge(name, [callback], unit=unit, description=description)

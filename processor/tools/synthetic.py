@@ -119,15 +119,21 @@ def sensor_ids(count: int) -> list[str]:
     return [f"{names[i % len(names)]}-{i:05d}" for i in range(count)]
 
 
-def reading(sensor: str, when: datetime, rng: random.Random) -> bytes:
-    west, south, east, north = REGIONS[sensor.rsplit("-", 1)[0]]
+def region_of(sensor: str) -> str:
+    """The region a synthetic sensor is in: its id is ``<region>-<number>``."""
+    return sensor.rsplit("-", 1)[0]
+
+
+def reading(sensor: str, when: datetime, rng: random.Random, pm25: float | None = None) -> bytes:
+    """A valid reading somewhere in the sensor's region; ``pm25`` None: uniform 1-300."""
+    west, south, east, north = REGIONS[region_of(sensor)]
     return _encoder.encode(
         {
             "sensor_id": sensor,
             "timestamp": when.isoformat().replace("+00:00", "Z"),
             "latitude": round(rng.uniform(south, north), 6),
             "longitude": round(rng.uniform(west, east), 6),
-            "pm25": round(rng.uniform(1, 300), 1),
+            "pm25": round(rng.uniform(1, 300) if pm25 is None else pm25, 1),
             "battery": round(rng.uniform(3.3, 4.2), 2),
         }
     )
@@ -141,8 +147,10 @@ def readings(
     seed: int = 7,
     start: datetime | None = None,
     include_too_large: bool = False,
+    interval_s: float = 1.0,
 ) -> Iterator[tuple[bytes | None, bytes, str | None]]:
-    """``(key, value, expected_code)``; the code is None for a valid reading."""
+    """``(key, value, expected_code)``; the code is None for a valid reading. Readings are
+    ``interval_s`` apart in event time, taking the sensors in turn."""
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
     ids = sensor_ids(sensors)
     when = start or datetime(2026, 11, 23, tzinfo=UTC)
@@ -154,4 +162,8 @@ def readings(
             payload, code = BAD_INPUTS[kind]
             yield (None if i % 3 == 0 else sensor.encode()), payload, code
         else:
-            yield sensor.encode(), reading(sensor, when + timedelta(seconds=i), rng), None
+            yield (
+                sensor.encode(),
+                reading(sensor, when + timedelta(seconds=i * interval_s), rng),
+                None,
+            )

@@ -5,17 +5,35 @@ points and dead letters into produce batches through one function for both
 (:func:`~processor.kafka.batches.encode_batches`): points keyed by sensor id with their stamp,
 dead letters keyed and headed as their input was, plus the error code. Both steps run where
 the job runs (a worker process or a thread), so the event loop only queues finished batches.
+
+With windows on, the result also carries the points' readings as numpy columns for the
+window state (:class:`~processor.messages.jobs.PointReadings`); with dedup, the points as
+records (:class:`~processor.messages.jobs.PointOutputs`), so that the rare batch with a
+duplicate can send it to the dead letters instead (:meth:`Framer.dead_letter`, on the event
+loop): its points framed again without it, its dead letter made and framed by the same
+functions that made and framed the stage's own here.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection, Sequence
+
+import numpy as np
 
 from processor.geo.stage import Computed, SpatialStage, StageSettings
 from processor.kafka.batches import KeyPartitioner, encode_batches
-from processor.messages.codec import Headers
-from processor.messages.encode import dead_letter_headers
-from processor.messages.jobs import BatchSpec, Framed, Job
+from processor.messages.codec import DeadLetterCode, Headers
+from processor.messages.encode import dead_letter_headers, encode_dead_letter
+from processor.messages.jobs import (
+    BatchSpec,
+    Framed,
+    Job,
+    PointOutputs,
+    PointReadings,
+    ProduceBatch,
+)
+from processor.state.aggregates import encoded_sensor_keys
 
 _PARTITIONERS_MAX = 8  # two topics' partition lists, and a few changes of them
 
@@ -27,23 +45,83 @@ class Framer:
         self._partitioners: dict[tuple[int, ...], KeyPartitioner] = {}
 
     def frame(self, job: Job, computed: Computed) -> Framed:
+        points = self._points(job, computed.rows, computed.keys, computed.values)
+        letters = self._letters(job, computed.failed, computed.codes, computed.letters)
+        codes = Counter(code.value for code in computed.codes)
+        framed = Framed(points, letters, len(computed.values), codes)
+        if computed.measures is not None:
+            framed.readings = PointReadings(
+                np.array(computed.rows, dtype=np.int64),
+                encoded_sensor_keys(computed.keys),
+                computed.measures.event_ms,
+                computed.measures.values,
+            )
+        if job.dedup:
+            framed.outputs = PointOutputs(computed.rows, computed.keys, computed.values)
+        return framed
+
+    def dead_letter(
+        self,
+        job: Job,
+        framed: Framed,
+        rows: Collection[int],
+        *,
+        code: DeadLetterCode,
+        message: str,
+        max_bytes: int,
+    ) -> Framed:
+        """``framed`` (of ``job``, framed with ``dedup``) with the points of input ``rows``
+        sent to the dead letters instead, as the stage's own dead letters are made (with
+        ``code`` and ``message``; ``max_bytes``: the stage's maximum payload size): its other
+        points framed again in their order, the new dead letters after its own. The readings
+        stay as they were: whoever asked for this has read them."""
+        outputs = framed.outputs
+        if outputs is None:
+            raise ValueError("the job was framed without dedup: its points cannot be framed again")
+        moved = sorted(set(rows))
+        if not moved:
+            return framed
+        kept = _without(outputs, moved)
+        if len(outputs.rows) - len(kept.rows) != len(moved):
+            raise ValueError("only a job's points can be sent to the dead letters instead")
+        where = job.columns.where
+        values = [encode_dead_letter(where(row), code, message, max_bytes) for row in moved]
+        letters = self._letters(job, moved, [code] * len(moved), values)
+        codes = framed.codes.copy()
+        codes[code.value] += len(moved)
+        return Framed(
+            self._points(job, kept.rows, kept.keys, kept.values),
+            framed.letters + letters,
+            len(kept.rows),
+            codes,
+            framed.readings,
+            kept,
+            framed.job,
+        )
+
+    def _points(
+        self, job: Job, rows: list[int], keys: Sequence[bytes], values: Sequence[bytes]
+    ) -> list[ProduceBatch]:
+        """Points of input ``rows`` framed for the output topic, each with its row's stamp."""
         stamps = job.stamps
         none: Headers = []
-        stamped = [stamps[row] for row in computed.rows] if stamps else [none] * len(computed.rows)
-        points = encode_batches(
-            job.points, computed.keys, computed.values, stamped, self._partitioner(job.points)
-        )
+        stamped = [stamps[row] for row in rows] if stamps else [none] * len(rows)
+        return encode_batches(job.points, keys, values, stamped, self._partitioner(job.points))
+
+    def _letters(
+        self, job: Job, rows: list[int], codes: list[DeadLetterCode], values: list[bytes]
+    ) -> list[ProduceBatch]:
+        """Dead letters of input ``rows`` framed for the dead-letter topic: keyed as their
+        input, with its headers, the row's stamp and the error code."""
+        stamps = job.stamps
         own = job.headers
+        none: Headers = []
         headers = [
             dead_letter_headers(own.get(row, none), stamps[row] if stamps else none, code)
-            for row, code in zip(computed.failed, computed.codes, strict=True)
+            for row, code in zip(rows, codes, strict=True)
         ]
-        keys = [job.keys[row] for row in computed.failed]
-        letters = encode_batches(
-            job.letters, keys, computed.letters, headers, self._partitioner(job.letters)
-        )
-        codes = Counter(code.value for code in computed.codes)
-        return Framed(points, letters, len(computed.values), codes)
+        keys = [job.keys[row] for row in rows]
+        return encode_batches(job.letters, keys, values, headers, self._partitioner(job.letters))
 
     def _partitioner(self, spec: BatchSpec) -> KeyPartitioner:
         partitioner = self._partitioners.get(spec.partitions)
@@ -52,6 +130,14 @@ class Framer:
                 self._partitioners.clear()
             partitioner = self._partitioners[spec.partitions] = KeyPartitioner(spec.partitions)
         return partitioner
+
+
+def _without(outputs: PointOutputs, drop_rows: Collection[int]) -> PointOutputs:
+    """``outputs`` but the points of input ``drop_rows``, in their order."""
+    drop = np.fromiter(drop_rows, dtype=np.int64, count=len(drop_rows))
+    keep = np.flatnonzero(np.isin(outputs.rows, drop, invert=True)).tolist()
+    rows, keys, values = outputs.rows, outputs.keys, outputs.values
+    return PointOutputs([rows[i] for i in keep], [keys[i] for i in keep], [values[i] for i in keep])
 
 
 class StageThenFrame:
@@ -70,4 +156,4 @@ class StageThenFrame:
         self._stage.warm_up()
 
     def run(self, job: Job) -> Framed:
-        return self._framer.frame(job, self._stage.compute(job.columns))
+        return self._framer.frame(job, self._stage.compute(job.columns, job.window_fields))

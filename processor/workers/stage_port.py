@@ -1,6 +1,8 @@
 """The engine's stage port (:class:`processor.core.ports.Stage`) on a stage runner: runs of
 fetched records become a job of plain columns, and the runner computes and frames it where it
-runs (:mod:`processor.workers.framing`).
+runs (:mod:`processor.workers.framing`). The window state's duplicates go to the dead letters
+here, on the event loop, from the job kept beside its result: rare, and after the worker
+framed the batch.
 
 :class:`Delayed` slows every batch down by a fixed time, one batch at a time, as a slow stage
 would: tests and the demo use it to build backpressure on purpose; the hot path never sees it.
@@ -12,17 +14,38 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from processor.core.ports import Stage, TopicPartition
-from processor.messages.codec import Headers, RecordLike
+from processor.core.ports import Stage, Staged, TopicPartition
+from processor.messages.codec import DeadLetterCode, Headers, RecordLike
 from processor.messages.jobs import BatchSpec, Framed, Job
+from processor.workers.framing import Framer
 from processor.workers.runner import StageRunner
+
+#: The message of a dead letter the engine asks for, by its code.
+_REASONS = {
+    DeadLetterCode.DUPLICATE: "sensor_id and timestamp of a reading already counted in an "
+    "open window",
+}
 
 
 class RunnerStage:
-    """The stage where ``runner`` runs it."""
+    """The stage where ``runner`` runs it. ``window_fields`` (windows on: the fields they
+    aggregate) asks for the points' readings; ``dedup`` keeps what sending points to the
+    dead letters after the fact takes; ``max_payload_bytes`` is the stage's, for those
+    dead letters."""
 
-    def __init__(self, runner: StageRunner) -> None:
+    def __init__(
+        self,
+        runner: StageRunner,
+        max_payload_bytes: int,
+        *,
+        window_fields: tuple[str, ...] | None = None,
+        dedup: bool = False,
+    ) -> None:
         self.runner = runner
+        self._max_bytes = max_payload_bytes
+        self._window_fields = window_fields
+        self._dedup = dedup
+        self._framer = Framer()
 
     @property
     def parallelism(self) -> int:
@@ -39,10 +62,26 @@ class RunnerStage:
         framing: tuple[BatchSpec, BatchSpec],
     ) -> Framed:
         """``framing``: how to frame the points and the dead letters."""
-        job = Job(*framing, stamps)
+        job = Job(*framing, stamps, window_fields=self._window_fields, dedup=self._dedup)
         for tp, run in runs:
             job.extend(tp.topic, tp.partition, run)
-        return await self.runner.compute(job)
+        framed = await self.runner.compute(job)
+        if self._dedup:
+            framed.job = job  # here, after the round trip: never pickled
+        return framed
+
+    def dead_letter(self, staged: Staged, rows: Sequence[int], code: str) -> Framed:
+        """``staged`` (computed here, with ``dedup``) with the points of input ``rows`` sent to
+        the dead letters instead, with ``code``: built and framed as the worker does its own."""
+        if not isinstance(staged, Framed) or staged.job is None:
+            raise ValueError("only a batch computed here with dedup can have dead letters added")
+        letter = DeadLetterCode(code)
+        reason = _REASONS.get(letter)
+        if reason is None:
+            raise ValueError(f"dead letters of code {code} come from the stage, not the engine")
+        return self._framer.dead_letter(
+            staged.job, staged, rows, code=letter, message=reason, max_bytes=self._max_bytes
+        )
 
     def describe(self) -> dict[str, int]:
         return self.runner.describe()
@@ -76,6 +115,9 @@ class Delayed:
         async with self._one_at_a_time:
             await asyncio.sleep(self._delay_s)
         return await self._stage.compute(runs, records, stamps, framing)
+
+    def dead_letter(self, staged: Staged, rows: Sequence[int], code: str) -> Staged:
+        return self._stage.dead_letter(staged, rows, code)
 
     def describe(self) -> dict[str, int]:
         return self._stage.describe()

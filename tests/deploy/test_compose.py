@@ -23,6 +23,7 @@ from processor.config import Settings, env_name
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 TOPICS = ("sensor.readings", "sensor.points", "sensor.readings.dlq")
+AGGREGATES = "sensor.aggregates"
 # ${NAME}, ${NAME:-default}, ${NAME-default}; $$ is a literal dollar.
 VARIABLE = re.compile(
     r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
@@ -165,7 +166,7 @@ def test_topics_are_created_once_redpanda_is_healthy(services: dict[str, dict[st
     assert setup["restart"] == "no"
     env = environment(setup)
     assert env["TOPIC_PARTITIONS"] == "6"
-    assert tuple(env["TOPICS"].split()) == TOPICS
+    assert tuple(env["TOPICS"].split()) == (*TOPICS, AGGREGATES)
     assert env["RPK_BROKERS"] == "redpanda:9092"
     script = setup["command"][0]
     assert "rpk topic create" in script
@@ -231,6 +232,30 @@ def test_environment_is_accepted_by_the_processor_settings(
     )
     assert settings.enable_idempotence is True
     assert settings.bootstrap_servers == "redpanda:9092"
+
+
+def test_processor_shows_windows_with_state_on_its_spill_volume(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = environment(services["processor"])
+    settings = Settings(
+        **{
+            key.removeprefix("PROCESSOR_").lower(): value
+            for key, value in env.items()
+            if key.startswith("PROCESSOR_")
+        }
+    )
+    assert settings.window == 3_600_000
+    assert settings.aggregate_fields == ("pm25",)  # the field `processor sample` writes
+    assert settings.dedup is True
+    created = environment(services["create-topics"])["TOPICS"].split()
+    assert settings.aggregates_topic in created
+    assert settings.changelog_topic not in created, "the processor creates its changelog"
+    # On the replica's own anonymous spill volume (the Dockerfile's VOLUME), in a folder of
+    # its own: the spill and the state store both keep <dir>/<topic>/<partition>/.
+    spill_dir = Path(env.get("PROCESSOR_SPILL_DIR", "/var/lib/processor/spill"))
+    assert settings.state_dir.parent == spill_dir
+    assert "PROCESSOR_WINDOW" not in environment(services["sample-producer"])
 
 
 def test_processor_health_check_and_graceful_stop(services: dict[str, dict[str, Any]]) -> None:

@@ -27,6 +27,9 @@ from kubernetes_validate.utils import SchemaNotFoundError
 from kubernetes_validate.utils import ValidationError as KubernetesValidationError
 
 from processor.config import Settings, env_name
+from processor.core.spill import SpilledRecord, SpillStore
+from processor.durations import parse_ms
+from processor.state.store import LocalStore
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "geo-stream-processor"
@@ -56,6 +59,22 @@ SASL_TLS: dict[str, Any] = {
         },
         "tls": {"enabled": True, "caSecret": "kafka-ca", "caKey": "ca.pem"},
     }
+}
+
+WINDOWS: dict[str, Any] = {
+    "windows": {"enabled": True, "aggregateFields": ["pm25", "pm10"], "dedup": True}
+}
+#: The settings of windows (docs/state.md): the chart passes none of them while they are off.
+WINDOW_SETTINGS = {
+    env_name(field)
+    for field in (
+        "window",
+        "aggregate_fields",
+        "allowed_lateness",
+        "aggregates_topic",
+        "dedup",
+        "state_dir",
+    )
 }
 
 SCENARIOS: dict[str, dict[str, Any] | None] = {
@@ -93,6 +112,7 @@ SCENARIOS: dict[str, dict[str, Any] | None] = {
         "tests": {"enabled": False},
         "resources": {"limits": {"memory": None}},
     },
+    "windows": WINDOWS,
 }
 
 
@@ -227,6 +247,12 @@ TYPOS = [
     pytest.param({"keda": {"lagTreshold": 10}}, id="keda"),
     pytest.param({"resources": {"limits": {"memory": "lots"}}}, id="memory-quantity"),
     pytest.param({"kafka": {"acks": "2"}}, id="acks"),
+    pytest.param({"windows": {"enabeld": True}}, id="windows"),
+    pytest.param({"windows": {"length": "1 hour"}}, id="windows.length-duration"),
+    pytest.param({"windows": {"length": "0m"}}, id="windows.length-zero"),
+    pytest.param({"windows": {"length": 3600}}, id="windows.length-number"),
+    pytest.param({"windows": {"allowedLateness": "10min"}}, id="windows.allowedLateness"),
+    pytest.param({"windows": {"aggregateFields": ["pm25,pm10"]}}, id="windows.aggregateFields"),
 ]
 
 
@@ -294,15 +320,21 @@ def test_env_is_well_formed_and_matches_processor_settings(chart: helm.Chart, na
     assert not unknown, f"not settings of processor.config.Settings: {unknown}"
 
 
-@pytest.mark.parametrize("name", ["defaults", "deployment", "hpa", "servicemonitor-otel"])
-def test_rendered_settings_are_accepted_by_the_processor(chart: helm.Chart, name: str) -> None:
-    values = env_values(render(chart, SCENARIOS[name]))
+def processor_settings(objects: list[dict[str, Any]]) -> Settings:
+    """The Settings the processor builds from the rendered PROCESSOR_* env vars."""
     overrides = {
         key.removeprefix("PROCESSOR_").lower(): value.replace("$(POD_NAME)", f"{FULLNAME}-0")
-        for key, value in values.items()
+        for key, value in env_values(objects).items()
         if key.startswith("PROCESSOR_")
     }
-    settings = Settings(**overrides)
+    return Settings(**overrides)
+
+
+@pytest.mark.parametrize(
+    "name", ["defaults", "deployment", "hpa", "servicemonitor-otel", "windows"]
+)
+def test_rendered_settings_are_accepted_by_the_processor(chart: helm.Chart, name: str) -> None:
+    settings = processor_settings(render(chart, SCENARIOS[name]))
     assert settings.memory_limit_mb == 1024
     assert settings.spill_dir == Path("/var/lib/processor/spill")
     assert settings.security_protocol == "PLAINTEXT"
@@ -423,6 +455,151 @@ def test_security_context_is_restricted(chart: helm.Chart, name: str) -> None:
     mounts = {m["mountPath"]: m["name"] for m in container(objects)["volumeMounts"]}
     tmp = {v["name"]: v for v in pod["volumes"]}[mounts["/tmp"]]
     assert "emptyDir" in tmp
+
+
+# --- windows -----------------------------------------------------------------------------
+
+
+def test_windows_are_off_by_default_and_render_no_window_settings(chart: helm.Chart) -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert values["windows"]["enabled"] is False
+    configured_but_off = {"windows": {**WINDOWS["windows"], "enabled": False}}
+    for objects in (render(chart), render(chart, configured_but_off)):
+        assert not WINDOW_SETTINGS & set(env_of(objects))
+        assert processor_settings(objects).window is None
+    assert "Windows:" not in render_files(chart)["geo-stream-processor/templates/NOTES.txt"]
+
+
+def test_windows_on_renders_the_settings_the_processor_reads(chart: helm.Chart) -> None:
+    windows = {
+        "enabled": True,
+        "length": "1h30m",
+        "aggregateFields": ["pm25", "pm10", "no2"],
+        "allowedLateness": "90s",
+        "aggregatesTopic": "geo.aggregates",
+        "dedup": True,
+    }
+    objects = render(chart, {"windows": windows, "kafka": {"groupId": "geo-eu"}})
+    env = env_values(objects)
+    assert set(env) >= WINDOW_SETTINGS
+    assert env["PROCESSOR_WINDOW"] == "1h30m"
+    assert env["PROCESSOR_AGGREGATE_FIELDS"] == "pm25,pm10,no2"
+    assert env["PROCESSOR_ALLOWED_LATENESS"] == "90s"
+    assert env["PROCESSOR_AGGREGATES_TOPIC"] == "geo.aggregates"
+    assert env["PROCESSOR_DEDUP"] == "true"
+    settings = processor_settings(objects)
+    assert settings.window == 90 * 60_000
+    assert settings.aggregate_fields == ("pm25", "pm10", "no2")
+    assert settings.allowed_lateness == 90_000
+    assert settings.aggregates_topic == "geo.aggregates"
+    assert settings.dedup is True
+    assert settings.state_dir == Path("/var/lib/processor/spill/state")
+    notes = render_files(chart, {"windows": windows, "kafka": {"groupId": "geo-eu"}})[
+        "geo-stream-processor/templates/NOTES.txt"
+    ]
+    assert settings.changelog_topic == "geo-eu-windows-changelog"
+    assert settings.changelog_topic in notes
+    assert "geo.aggregates" in notes
+
+
+def test_windows_without_fields_take_the_profiles(chart: helm.Chart) -> None:
+    profile = [{"name": "PROCESSOR_PROFILE", "value": "air_quality"}]
+    objects = render(chart, {"windows": {"enabled": True}, "extraEnv": profile})
+    env = env_values(objects)
+    assert "PROCESSOR_AGGREGATE_FIELDS" not in env
+    assert (env["PROCESSOR_WINDOW"], env["PROCESSOR_DEDUP"]) == ("1h", "false")
+    assert processor_settings(objects).aggregate_fields == ("pm25", "pm10")
+
+
+def test_windows_refuse_acks_0(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"windows\.enabled needs kafka\.acks"):
+        render(chart, {**WINDOWS, "kafka": {"acks": "0"}})
+    assert env_values(render(chart, {"kafka": {"acks": "0"}}))["PROCESSOR_ACKS"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("values", "volume_source"),
+    [
+        pytest.param({}, "volumeClaimTemplates", id="statefulset-pvc"),
+        pytest.param({"spill": {"persistence": {"enabled": False}}}, "emptyDir", id="sts-emptydir"),
+        pytest.param({"workload": {"kind": "Deployment"}}, "emptyDir", id="deployment"),
+    ],
+)
+def test_the_state_lives_on_the_spill_volume(
+    chart: helm.Chart, values: dict[str, Any], volume_source: str
+) -> None:
+    spill = {**values.get("spill", {}), "mountPath": "/data/spill/"}
+    values = {**values, **WINDOWS, "spill": spill}
+    objects = render(chart, values)
+    env = env_values(objects)
+    state_dir, spill_dir = env["PROCESSOR_STATE_DIR"], env["PROCESSOR_SPILL_DIR"]
+    assert state_dir == "/data/spill/state"
+    mounts = container(objects)["volumeMounts"]
+    (mount,) = [m for m in mounts if state_dir.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mount["name"] == "spill"
+    assert mount["mountPath"] == spill_dir
+    # One mount of the volume, none with subPath: a subPath directory would be the kubelet's
+    # (root's), where the processor could not write.
+    assert [m["name"] for m in mounts].count("spill") == 1
+    assert all("subPath" not in m for m in mounts)
+    spec = workload(objects)["spec"]
+    if volume_source == "volumeClaimTemplates":
+        assert [c["metadata"]["name"] for c in spec["volumeClaimTemplates"]] == ["spill"]
+        assert "spill" not in {v["name"] for v in spec["template"]["spec"]["volumes"]}
+    else:
+        assert "volumeClaimTemplates" not in spec
+        volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+        assert "emptyDir" in volumes["spill"]
+    notes = render_files(chart, values)["geo-stream-processor/templates/NOTES.txt"]
+    persisted = "kept across restarts" in notes
+    assert persisted is (volume_source == "volumeClaimTemplates")
+    assert ("rebuilds it from the changelog" in notes) is not persisted
+
+
+def test_the_spill_and_the_state_on_one_volume_never_touch_each_other(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    """Both stores keep <their dir>/<input topic>/<partition>/; with the chart's layout they
+    stay apart even for an input topic named like the state's directory."""
+    env = env_values(render(chart, {**WINDOWS, "kafka": {"topics": {"input": "state"}}}))
+    topic = env["PROCESSOR_INPUT_TOPIC"]
+    spill_dir = tmp_path / env["PROCESSOR_SPILL_DIR"].lstrip("/")
+    state_dir = tmp_path / env["PROCESSOR_STATE_DIR"].lstrip("/")
+    records = [SpilledRecord(topic, 0, offset, 0, b"s-1", b"{}") for offset in range(10, 20)]
+    spill = SpillStore(spill_dir, 1 << 20, 0)
+    state = LocalStore(state_dir)
+    assert spill.append(topic, 0, records) == 10
+    state.write(topic, 0, {b"s-1": b"row"}, b"meta")
+    spill.discard(topic, 0)
+    assert state.read(topic, 0)[0].keys == bytearray(b"s-1")
+    assert spill.append(topic, 0, records) == 10
+    state.drop(topic, 0)
+    state.close()
+    LocalStore(state_dir).close()  # a restart's start-up cleanup of the state directory
+    again = SpillStore(spill_dir, 1 << 20, 0)
+    assert again.recover(topic, 0, committed=10) == 20
+    assert [r.offset for piece in again.read(topic, 0, 100) for r in piece.records] == list(
+        range(10, 20)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("60s", True), ("5m", True), ("1h", True), ("1h30m", True), ("250ms", True),
+        ("2d", True), ("0s", True), ("1h 30m", False), ("1hour", False), ("h", False),
+        ("", False), ("5", False), ("-5m", False), ("1.5h", False), ("10min", False),
+    ],
+)  # fmt: skip
+def test_the_schemas_durations_are_the_processors(text: str, valid: bool) -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    lateness = schema["properties"]["windows"]["properties"]["allowedLateness"]
+    assert jsonschema.Draft7Validator(lateness).is_valid(text) is valid
+    if valid:
+        assert isinstance(parse_ms(text), int)
+    elif " " not in text:  # the processor reads "1h 30m" too; the chart asks for one spelling
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_ms(text)
 
 
 # --- Kafka security ----------------------------------------------------------------------

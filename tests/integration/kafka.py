@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.config import Settings
+from processor.durations import format_ms, is_duration
 from processor.kafka.admin import create_topics
 from processor.tools.embedded_broker import FAST_GROUP
 from tests.integration.broker import TestBroker
@@ -68,10 +69,19 @@ def env_for(settings: Settings) -> dict[str, str]:
     """The same settings as PROCESSOR_* variables, for a `processor run` subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
     for name, value in settings.model_dump(exclude_none=True).items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        env[f"PROCESSOR_{name.upper()}"] = text
+        env[f"PROCESSOR_{name.upper()}"] = _env_text(name, value)
     env["PROCESSOR_LOG_FORMAT"] = "json"
     return env
+
+
+def _env_text(name: str, value: Any) -> str:
+    """A setting's value as its variable spells it: booleans lower case, lists with commas,
+    durations with their unit."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value))
+    return format_ms(value) if is_duration(Settings.model_fields[name]) else str(value)
 
 
 async def produce(

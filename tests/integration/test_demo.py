@@ -1,5 +1,6 @@
 """`processor demo` headless, as CI runs it: a short burst, every reading accounted for, at
-least one pause, and the summary and the PNG written where it says."""
+least one pause, every region's pm25 per window read back from the aggregates (the smoke's
+region far above the others), and the summary and the PNG written where it says."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from processor.tools.synthetic import REGIONS
 
 pytestmark = pytest.mark.integration
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,3 +53,25 @@ async def test_headless_demo_accounts_for_every_reading(tmp_path: Path) -> None:
     assert len(lines) >= 5, text  # a plain line every 2 s
     assert any("smoke burst" in line for line in lines)
     assert re.search(r"in == published \+ dead-lettered +yes", text), text
+    _assert_pm25_by_region(summary, text, lines)
+
+
+def _assert_pm25_by_region(summary: dict[str, Any], text: str, lines: list[str]) -> None:
+    """Every aggregate the processor published was read back and counted to its region, and
+    the smoke stands out: the hot region's peak window mean is far above every other's."""
+    windows = summary["windows"]
+    assert windows["aggregates_read"] == summary["aggregates"] > 0, windows
+    # No reading late (the lateness covers the stamping), none a duplicate (no sensor stamps
+    # two readings with one millisecond): every valid reading is counted.
+    assert summary["late_readings"] == 0
+    assert "duplicate" not in summary["dead_lettered_by_code"]
+    by_region = windows["pm25_by_region"]
+    assert set(by_region) == set(REGIONS)
+    peaks = {}
+    for region, series in by_region.items():
+        assert sum(window["readings"] for window in series) > 0, region
+        peaks[region] = max(w["pm25_mean"] for w in series if w["pm25_mean"] is not None)
+    hot = peaks.pop(summary["burst"]["region"])
+    assert hot > 3 * max(peaks.values()), (hot, peaks)
+    assert re.search(r"^  sierra .*\(smoke\)$", text, re.MULTILINE), text
+    assert any("| pm25 alps " in line for line in lines), lines

@@ -105,7 +105,7 @@ async def harness(
     topics = await Topics.fresh().create(bootstrap, PARTITIONS)
     settings = settings_for(broker, topics, tmp_path)
     kafka = await KafkaConnector(settings, 1 << 30).connect(listener)
-    stage = RunnerStage(ThreadRunner(settings))
+    stage = RunnerStage(ThreadRunner(settings), settings.max_payload_bytes)
     await stage.start()
     try:
         yield _Harness(

@@ -213,8 +213,6 @@ async def test_a_missing_input_topic_is_named_and_not_created(
     assert missing not in await topic_names(bootstrap)
 
 
-
-
 def _stopped_cleanly(run: Run) -> float:
     """SIGTERM now; the run must exit 0 within the shutdown timeout, leaving no worker.
     Returns the seconds from the signal to the exit."""

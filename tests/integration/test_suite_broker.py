@@ -47,8 +47,6 @@ def _pytest_against(bootstrap: str, tmp_path: Path, **env: str) -> subprocess.Co
     )
 
 
-
-
 async def test_the_suite_runs_against_the_cluster_it_is_given(tmp_path: Path) -> None:
     with EmbeddedBroker(log_path=tmp_path / "tansu.log") as cluster:
         run = await asyncio.to_thread(
@@ -58,9 +56,7 @@ async def test_the_suite_runs_against_the_cluster_it_is_given(tmp_path: Path) ->
         assert "1 passed" in run.stdout
         # The test's topics and its outputs are on this broker: it ran here, not elsewhere.
         [output] = [
-            name
-            for name in await topic_names(cluster.bootstrap_servers)
-            if name.startswith("out-")
+            name for name in await topic_names(cluster.bootstrap_servers) if name.startswith("out-")
         ]
         assert len(await read_all(cluster.bootstrap_servers, output, None)) == 3_000
 

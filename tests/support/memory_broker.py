@@ -6,14 +6,16 @@ processor's steps run one at a time, with no sockets and no threads but the spil
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter, deque
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from processor.core.ports import PartitionListener, TopicPartition
 from processor.core.stats import Stats
 from processor.errors import CommitFailedError, DeliveryFailedError
+from processor.messages.jobs import PointReadings
 from tests.unit.records import Record
 
 VALID = b'{"sensor_id":"s","timestamp":"2026-12-03T00:00:00Z","latitude":1,"longitude":2}'
@@ -119,20 +121,37 @@ class MemoryConsumer:
 @dataclass
 class Counted:
     """A batch computed by :class:`CountingStage`: every record a point, except those whose
-    value is not a reading, which are dead letters with code ``invalid_json``."""
+    value is not a reading, which are dead letters with code ``invalid_json``; ``readings``
+    are what the stage's ``readings`` function made of the batch, if it has one."""
 
     outputs: list[tuple[TopicPartition, int]]
     published: int
     codes: Counter[str]
+    readings: PointReadings | None = None
+
+
+#: What a test makes of a batch's runs and records as the points' readings (windows on).
+Readings = Callable[
+    [Sequence[tuple[TopicPartition, Sequence[Any]]], Sequence[Any]], PointReadings | None
+]
+
+
+def _is_reading(value: bytes | None) -> bool:
+    try:
+        return "sensor_id" in json.loads(value or b"")
+    except ValueError:
+        return False
 
 
 class CountingStage:
-    """A Stage that only counts (the geometry has tests of its own)."""
+    """A Stage that only counts (the geometry has tests of its own); with ``readings``, its
+    batches carry the readings that function makes of them."""
 
     parallelism = 1
 
-    def __init__(self) -> None:
+    def __init__(self, readings: Readings | None = None) -> None:
         self.started = self.closed = False
+        self._readings = readings
 
     async def start(self) -> None:
         self.started = True
@@ -146,8 +165,20 @@ class CountingStage:
     ) -> Counted:
         await asyncio.sleep(0)
         outputs = [(tp, record.offset) for tp, run_ in runs for record in run_]
-        bad = sum(1 for record in records if record.value != VALID)
-        return Counted(outputs, len(records) - bad, Counter({"invalid_json": bad} if bad else {}))
+        bad = sum(1 for record in records if not _is_reading(record.value))
+        readings = self._readings(runs, records) if self._readings is not None else None
+        codes = Counter({"invalid_json": bad} if bad else {})
+        return Counted(outputs, len(records) - bad, codes, readings)
+
+    def dead_letter(self, staged: Counted, rows: Sequence[int], code: str) -> Counted:
+        """``staged`` with ``rows``' points counted as dead letters of ``code`` instead."""
+        moved = len(set(rows))
+        if moved > staged.published:
+            raise ValueError(f"{moved} rows to dead-letter, but {staged.published} points")
+        codes = staged.codes.copy()
+        if moved:
+            codes[code] += moved
+        return replace(staged, published=staged.published - moved, codes=codes)
 
     def describe(self) -> dict[str, int]:
         return {"processes": 0}
@@ -201,6 +232,7 @@ class MemoryOutputs:
 class MemoryConnection:
     consumer: MemoryConsumer
     outputs: MemoryOutputs
+    state: Any = None  # tests.support.memory_state.MemoryStateTopics, windows on
     closed: bool = False
 
     async def watch(self, stats: Stats) -> None:

@@ -31,6 +31,11 @@ BAD_VALUES = [
     ),
     pytest.param({"memory_hysteresis": "0.05"}, "PROCESSOR_MEMORY_HYSTERESIS", id="hysteresis"),
     pytest.param({"acks": "2"}, "PROCESSOR_ACKS", id="acks"),
+    pytest.param(
+        {"window": "60s", "aggregate_fields": "temperature", "acks": "0"},
+        "PROCESSOR_ACKS",
+        id="windows_without_acks",
+    ),
     pytest.param({"http_port": "abc"}, "PROCESSOR_HTTP_PORT", id="http_port"),
     pytest.param({"http_port": "70000"}, "PROCESSOR_HTTP_PORT", id="http_port_range"),
     pytest.param({"buffer_max_records": "-5"}, "PROCESSOR_BUFFER_MAX_RECORDS", id="buffer_max"),

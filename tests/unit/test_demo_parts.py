@@ -1,10 +1,12 @@
-"""The demo's pure parts: the scenario's sensors and burst shape, samples and rates, the live
+"""The demo's pure parts: the scenario's sensors, burst and smoke, samples and rates, the live
 view, the plain lines and the PNG."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
 
@@ -47,6 +49,20 @@ def test_burst_ramps_up_holds_and_calms_down() -> None:
     assert scenario.nominal == 200
 
 
+def test_the_smoke_raises_the_hot_regions_pm25_with_the_burst_only() -> None:
+    scenario = Scenario(sensors=100, duration_s=100, partitions=4, burst=20)
+    rng = random.Random(1)
+    low, high = scenario.clean_pm25
+    others = [region for region in REGIONS if region != scenario.hot_region]
+    calm = [scenario.pm25(region, t, rng) for region in others for t in (5, 30, 80)]
+    calm += [scenario.pm25(scenario.hot_region, t, rng) for t in (5, 80)]
+    assert all(low <= value <= high for value in calm), calm
+    smoke = [scenario.smoke(t) for t in (5, 20, 30, 50, 80)]
+    assert smoke == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    thick = scenario.pm25(scenario.hot_region, 30, rng)
+    assert low + scenario.smoke_pm25 <= thick <= high + scenario.smoke_pm25
+
+
 def _sample(t: float, produced: int, finished: int, **changes: object) -> Sample:
     values: dict[str, object] = {
         "elapsed": t,
@@ -64,6 +80,7 @@ def _sample(t: float, produced: int, finished: int, **changes: object) -> Sample
         "memory_used": 100 * 1024 * 1024,
         "memory_budget": 256 * 1024 * 1024,
         "lag": {0: 1200, 1: 0, 2: 3, 3: 40},
+        "pm25": {"alps": (20.0, 14.6), "sierra": (10.0, 301.4)},
         **changes,
     }
     return Sample(**values)  # type: ignore[arg-type]
@@ -88,8 +105,9 @@ def test_plain_line_says_it_all_in_one_line() -> None:
     line = plain_line(HISTORY)
     assert "\n" not in line
     for part in ("in  2,000/s", "out    800/s", "buffer  30%", "paused 2 (buffer 2,",
-                 "mem 100/256 MB", "dead letters 2"):  # fmt: skip
+                 "mem 100/256 MB", "dead letters 2", "| pm25 alps 15 sierra 301"):  # fmt: skip
         assert part in line, line
+    assert "pm25" not in plain_line([_sample(0, 0, 0, pm25={})])
 
 
 def test_live_view_renders_partitions_reasons_and_dead_letters() -> None:
@@ -97,11 +115,19 @@ def test_live_view_renders_partitions_reasons_and_dead_letters() -> None:
     console.print(render(HISTORY, "demo"))
     text = console.export_text()
     for part in ("throughput", "backpressure", "paused: buffer, partition_share", "fetching",
-                 "1,200", "invalid_json", "100/256 MB", "300/1,000 records"):  # fmt: skip
+                 "1,200", "invalid_json", "100/256 MB", "300/1,000 records",
+                 "alps 15 (t=20 s)", "sierra 301 (t=10 s)"):  # fmt: skip
         assert part in text, text
+    console.print(render([_sample(0, 0, 0, pm25={})], "demo"))
+    assert "no window closed yet" in console.export_text()
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     history = [*HISTORY, _sample(5.0, 10_000, 4_000, memory_used=0, spill_bytes=4096)]
-    path = plot(history, tmp_path / "run.png", "title", (0.8, 0.3), (1.0, 3.0))
+    pm25 = {"alps": [(0.0, 14.0), (2.0, None)], "sierra": [(0.0, 15.0), (2.0, 290.0)]}
+    path = plot(history, tmp_path / "run.png", "title", (0.8, 0.3), (1.0, 3.0),
+                pm25=pm25, window_s=2.0, hot="sierra")  # fmt: skip
     assert path.read_bytes()[:8] == PNG_MAGIC
+    empty = plot(history, tmp_path / "none.png", "title", (0.8, 0.3), (1.0, 3.0),
+                 pm25={}, window_s=2.0, hot="sierra")  # fmt: skip
+    assert empty.read_bytes()[:8] == PNG_MAGIC

@@ -1,5 +1,5 @@
-"""The README documents every setting, so the table cannot drift from the code, and the
-project cites no document it does not carry."""
+"""The README documents every setting and every dead-letter code, so its tables cannot drift
+from the code, and the project cites no document it does not carry."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from processor.config import Settings, env_name, flag_name
+from processor.messages.codec import DeadLetterCode
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -20,6 +21,11 @@ def test_every_setting_is_in_the_readme_table(name: str) -> None:
     row = next((line for line in README.splitlines() if line.startswith(start)), "")
     assert row, f"{env_name(name)} is not in the README's configuration table"
     assert f"`{flag_name(name)}`" in row
+
+
+@pytest.mark.parametrize("code", list(DeadLetterCode))
+def test_every_dead_letter_code_is_in_the_readme_table(code: DeadLetterCode) -> None:
+    assert any(line.startswith(f"| `{code.value}` |") for line in README.splitlines())
 
 
 ROOT = Path(__file__).resolve().parents[2]

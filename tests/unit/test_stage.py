@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 
 from processor.geo.spatial import Reprojector
 from processor.geo.stage import SpatialStage
+from processor.messages.codec import DeadLetterCode
 from processor.messages.encode import ERROR_HEADER
 from processor.tools.synthetic import BAD_INPUTS, readings
 
@@ -45,6 +46,11 @@ def check(name: str, document: Any) -> None:
 @pytest.mark.parametrize("name", ["reading", "point", "dead-letter"])
 def test_schemas_are_valid_draft_2020_12(name: str) -> None:
     assert validator(name).schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_the_dead_letter_schema_names_every_code_and_no_other() -> None:
+    properties = validator("dead-letter").schema["properties"]
+    assert properties["error"]["properties"]["code"]["enum"] == [c.value for c in DeadLetterCode]
 
 
 def test_crs() -> None:

@@ -23,6 +23,7 @@ def _sample(elapsed: float, paused: dict[int, tuple[str, ...]], lag: dict[int, i
         memory_used=0,
         memory_budget=1,
         lag=lag,
+        pm25={},
     )
 
 

@@ -91,6 +91,14 @@ True ("true") when the spill directory is a PVC from volumeClaimTemplates.
 {{- end }}
 
 {{/*
+The window state's directory (PROCESSOR_STATE_DIR): "state" on the spill volume, made by the
+processor itself (values.yaml, windows, says why not a subPath mount).
+*/}}
+{{- define "geo-stream-processor.stateDir" -}}
+{{- printf "%s/state" (trimSuffix "/" .Values.spill.mountPath) }}
+{{- end }}
+
+{{/*
 True ("true") when KEDA needs a TriggerAuthentication for the broker's SASL/TLS settings.
 */}}
 {{- define "geo-stream-processor.kedaNeedsAuth" -}}
@@ -196,6 +204,9 @@ Checks across values that the JSON schema cannot express.
 {{- if and .Values.keda.enabled (gt (int64 .Values.keda.minReplicaCount) (int64 .Values.keda.maxReplicaCount)) }}
 {{- fail "keda.minReplicaCount exceeds keda.maxReplicaCount" }}
 {{- end }}
+{{- if and .Values.windows.enabled (eq (toString .Values.kafka.acks) "0") }}
+{{- fail "windows.enabled needs kafka.acks all or \"1\": the window state is saved once the broker acknowledged its outputs" }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -280,6 +291,24 @@ Environment of the processor container.
   value: {{ .Values.spill.maxBytes | int64 | quote }}
 - name: PROCESSOR_SPILL_MIN_FREE_MB
   value: {{ .Values.spill.minFreeMb | int64 | quote }}
+{{- with .Values.windows }}
+{{- if .enabled }}
+- name: PROCESSOR_WINDOW
+  value: {{ .length | quote }}
+{{- with .aggregateFields }}
+- name: PROCESSOR_AGGREGATE_FIELDS
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: PROCESSOR_ALLOWED_LATENESS
+  value: {{ .allowedLateness | quote }}
+- name: PROCESSOR_AGGREGATES_TOPIC
+  value: {{ .aggregatesTopic | quote }}
+- name: PROCESSOR_DEDUP
+  value: {{ .dedup | toString | quote }}
+- name: PROCESSOR_STATE_DIR
+  value: {{ include "geo-stream-processor.stateDir" $ | quote }}
+{{- end }}
+{{- end }}
 - name: PROCESSOR_SHUTDOWN_TIMEOUT_S
   value: {{ .Values.processor.shutdownTimeoutSeconds | int64 | quote }}
 - name: PROCESSOR_HTTP_PORT

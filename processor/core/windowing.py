@@ -1,0 +1,264 @@
+"""The window state in the engine: restored when a partition is assigned, applied to each
+computed batch before it is sent, persisted once the batch's outputs are acknowledged, and
+dropped when the partition goes (docs/state.md has the order and why it is safe).
+
+Per batch, in the order batches are sent: :meth:`Windowing.apply` counts the batch's readings
+in each partition's :class:`~processor.state.windows.PartitionWindows`, turns duplicates into
+dead letters (through the stage, which framed the points), queues the closed windows'
+aggregates and serializes the rows of the sensors it changed. :meth:`Windowing.persist`, after
+the batch's points and dead letters were acknowledged, waits for the aggregates and for the
+batch before it, writes the rows to the changelog and, once acknowledged, to the local store;
+only then may the batch's offsets be finished. A batch whose partition was revoked (or
+assigned again) since it was fetched leaves the state alone: the partition's new owner reads
+its records again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, TypeVar
+
+import msgspec
+import numpy as np
+
+from processor.core.buffer import Chunk
+from processor.core.offsets import OffsetTracker
+from processor.core.ports import Row, Stage, Staged, StateTopics, TopicPartition
+from processor.core.stats import Stats
+from processor.errors import DeliveryFailedError
+from processor.messages.codec import DeadLetterCode, RecordLike
+from processor.state.aggregates import Aggregates
+from processor.state.rows import ChangedRows
+from processor.state.store import LocalStore
+from processor.state.windows import PartitionWindows, Readings, Verdict, WindowSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class WindowedBatch:
+    """What a batch did to the state, to persist once its outputs are acknowledged."""
+
+    changes: dict[TopicPartition, tuple[PartitionWindows, ChangedRows]]
+    aggregates: Awaitable[None] | None
+    aggregate_count: int
+    ready: bool = False  # its outputs and aggregates are acknowledged
+    persisted: asyncio.Event = field(default_factory=asyncio.Event)  # or failed
+
+
+class Windowing:
+    """Each owned partition's window state, kept in step with its changelog and local store."""
+
+    def __init__(
+        self,
+        spec: WindowSpec,
+        topics: StateTopics,
+        store: LocalStore,
+        stage: Stage,
+        *,
+        trackers: Mapping[TopicPartition, OffsetTracker],
+        committed: Mapping[TopicPartition, int],
+        stats: Stats,
+    ) -> None:
+        """``trackers``: each owned partition's live set-up (a batch fetched under another is
+        stale); ``committed``: what this member committed per partition (closed windows
+        before it are released)."""
+        self._spec = spec
+        self._topics = topics
+        self._store = store
+        self._stage = stage
+        self._trackers = trackers
+        self._committed = committed
+        self._stats = stats
+        self._windows: dict[TopicPartition, PartitionWindows] = {}
+        self._unsaved: deque[WindowedBatch] = deque()  # in the order they were applied
+        self._saving = asyncio.Lock()
+        self._failed = False
+        self._store_lock = asyncio.Lock()
+
+    async def restore(self, tp: TopicPartition) -> None:
+        """The partition's state as last persisted: the local store, then the changelog from
+        where the store stopped (all of it when the store is behind a recreated topic)."""
+        started = time.monotonic()
+        stored, meta = await self._on_store(self._store.read, tp.topic, tp.partition)
+        since = 0 if meta is None else int.from_bytes(meta, "big")
+        tail, end = await self._topics.read_changelog(tp, since)
+        if since > end:
+            log.warning(
+                "local state is ahead of its changelog: rebuilding it from the changelog",
+                extra={"partition": f"{tp.topic}[{tp.partition}]", "stored": since, "end": end},
+            )
+            await self._on_store(self._store.drop, tp.topic, tp.partition)
+            stored, _ = await self._on_store(self._store.read, tp.topic, tp.partition)
+            tail, end = await self._topics.read_changelog(tp, 0)
+        windows = await asyncio.to_thread(
+            PartitionWindows.from_rows, self._spec, chain(stored, tail)
+        )
+        if tail:  # the next restore on this volume starts from here
+            await self._on_store(self._save, tp, tail, end)
+        self._windows[tp] = windows
+        self._update_gauges()
+        log.info(
+            "window state restored",
+            extra={
+                "partition": f"{tp.topic}[{tp.partition}]",
+                "sensors": windows.sizes().sensors,
+                "stored_rows": len(stored),
+                "changelog_rows": len(tail),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+
+    async def drop(self, tp: TopicPartition) -> None:
+        """The partition went: its state stays in the changelog and the local store, whose
+        database is closed (its memtables go)."""
+        self._windows.pop(tp, None)
+        self._update_gauges()
+        await self._on_store(self._store.release, tp.topic, tp.partition)
+
+    async def apply(
+        self,
+        chunks: Sequence[Chunk[TopicPartition]],
+        records: Sequence[RecordLike],
+        staged: Staged,
+    ) -> tuple[Staged, WindowedBatch]:
+        """Count ``staged``'s readings (its batch is ``chunks``, whose records are
+        ``records``); duplicates become dead letters. Call in the order batches are sent."""
+        readings = staged.readings
+        if readings is None:
+            raise RuntimeError("windows are on, but the stage computed no readings")
+        rows = readings.rows
+        touched: dict[TopicPartition, PartitionWindows] = {}
+        duplicates: list[int] = []
+        closed: list[Aggregates] = []
+        lo = 0
+        for chunk in chunks:
+            hi = lo + len(chunk.records)
+            first, last = np.searchsorted(rows, (lo, hi))
+            lo = hi
+            windows = self._windows.get(chunk.tp)
+            if (
+                first == last
+                or windows is None
+                or self._trackers.get(chunk.tp) is not chunk.tracker
+            ):
+                continue  # no reading, or fetched for a set-up of the partition that ended
+            at = rows[first:last]
+            offsets = np.fromiter((records[row].offset for row in at), np.int64, at.size)
+            verdicts, aggregates = windows.apply(
+                Readings(
+                    offsets,
+                    readings.sensors[first:last],
+                    readings.event_ms[first:last],
+                    readings.values[first:last],
+                )
+            )
+            duplicates += at[verdicts == Verdict.DUPLICATE].tolist()
+            self._stats.late_readings += int(np.count_nonzero(verdicts == Verdict.LATE))
+            if len(aggregates):
+                closed.append(aggregates)
+            touched[chunk.tp] = windows
+        if duplicates:
+            staged = self._stage.dead_letter(staged, duplicates, DeadLetterCode.DUPLICATE)
+        changes = {}
+        for tp, windows in touched.items():
+            windows.release(self._committed.get(tp, -1))
+            changes[tp] = (windows, windows.take_changes())
+        outgoing = [record for aggregates in closed for record in _records(aggregates)]
+        sent = await self._topics.send_aggregates(outgoing) if outgoing else None
+        batch = WindowedBatch(changes, sent, len(outgoing))
+        self._unsaved.append(batch)
+        self._update_gauges()
+        return staged, batch
+
+    async def persist(self, batch: WindowedBatch) -> None:
+        """After ``batch``'s outputs were acknowledged: once its aggregates are too and every
+        batch before it is ready, its rows go to the changelog and then to the local store,
+        with those of the ready batches around it in one write (later rows of a sensor
+        replace earlier ones; each partition's row last), so the saves keep up with the
+        acknowledgements. Raises :class:`DeliveryFailedError` (or ``StateError``), and for
+        every later batch too: a later batch's rows are never saved without an earlier one's."""
+        if batch.aggregates is not None:
+            try:
+                await batch.aggregates
+            except BaseException:
+                self.abandon(batch)
+                raise
+        batch.ready = True
+        async with self._saving:
+            ready = []
+            while self._unsaved and self._unsaved[0].ready and not self._failed:
+                ready.append(self._unsaved.popleft())
+            if ready:
+                try:
+                    await self._save_batches(ready)
+                except BaseException:
+                    self.abandon(batch)
+                    raise
+                finally:
+                    for done in ready:
+                        done.persisted.set()
+        await batch.persisted.wait()  # saved here, or with an earlier batch's call
+        self._check_earlier_saved()
+
+    async def _save_batches(self, batches: list[WindowedBatch]) -> None:
+        merged: dict[TopicPartition, dict[bytes, bytes]] = {}
+        for batch in batches:
+            for tp, (windows, changed) in batch.changes.items():
+                if self._windows.get(tp) is not windows:
+                    continue  # revoked since: its new owner finds it in the changelog
+                rows = merged.setdefault(tp, {})
+                rows.update(changed.sensors)
+                key, value = changed.partition
+                rows.pop(key, None)
+                rows[key] = value  # after every sensor row so far
+        writes = {tp: list(rows.items()) for tp, rows in merged.items()}
+        written = [await self._topics.write_changelog(tp, rows) for tp, rows in writes.items()]
+        ends = await asyncio.gather(*written)
+        for (tp, pairs), end in zip(writes.items(), ends, strict=True):
+            await self._on_store(self._save, tp, pairs, end)
+        self._stats.aggregates_published += sum(batch.aggregate_count for batch in batches)
+
+    def _check_earlier_saved(self) -> None:
+        if self._failed:
+            raise DeliveryFailedError("the window state of an earlier batch was not saved")
+
+    def abandon(self, batch: WindowedBatch) -> None:
+        """``batch`` will not be persisted (its outputs failed): neither will any after it,
+        and whoever waits for one is told."""
+        self._failed = True
+        batch.persisted.set()
+        for waiting in self._unsaved:
+            waiting.persisted.set()
+
+    async def _on_store(self, call: Callable[..., T], *args: Any) -> T:
+        """``call`` on a worker thread, one store call at a time: a database must not be
+        closed under a write."""
+        async with self._store_lock:
+            return await asyncio.to_thread(call, *args)
+
+    def _save(self, tp: TopicPartition, rows: Sequence[Row], changelog_end: int) -> None:
+        self._store.write(tp.topic, tp.partition, dict(rows), changelog_end.to_bytes(8, "big"))
+
+    def _update_gauges(self) -> None:
+        windows = self._windows.values()
+        stats = self._stats
+        stats.state_bytes = sum(state.memory_bytes() for state in windows)
+        stats.peak_state_bytes = max(stats.peak_state_bytes, stats.state_bytes)
+        stats.open_windows = sum(state.sizes().open_windows for state in windows)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def _records(aggregates: Aggregates) -> list[tuple[bytes, bytes]]:
+    """Closed windows as the aggregates topic's records: keyed by sensor id, JSON values."""
+    return [(row["sensor_id"].encode(), _encode(row)) for row in aggregates.rows()]

@@ -1,0 +1,117 @@
+"""Closed windows as columns, and as the aggregates topic's JSON values (issue 17's contract).
+
+Sensor keys are UTF-8 ids with one closing byte (:data:`KEY_END`), in a fixed-width bytes
+array: such arrays sort and search in C, and hold a million ids without a million objects.
+The closing byte is there because numpy strips trailing NUL bytes from fixed-width strings:
+without it an id ending in U+0000 would be the same key as the id without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from processor.state.tables import F64, I64, Keys, OpenWindows
+
+KEY_END = b"\x01"
+
+
+def sensor_keys(sensor_ids: Sequence[str]) -> Keys:
+    """The decoder's sensor ids as the state's keys (1 ms for 5,000 ids)."""
+    return np.array([sensor_id.encode() + KEY_END for sensor_id in sensor_ids], dtype=np.bytes_)
+
+
+def encoded_sensor_keys(encoded_ids: Sequence[bytes]) -> Keys:
+    """The same keys from ids already UTF-8 (the points' Kafka keys): no decode, no encode."""
+    return np.array([encoded + KEY_END for encoded in encoded_ids], dtype=np.bytes_)
+
+
+def sensor_ids(keys: Keys) -> list[str]:
+    """The ids back from :func:`sensor_keys`."""
+    return [key[:-1].decode() for key in keys.tolist()]
+
+
+@dataclass(slots=True)
+class Aggregates:
+    """Windows that closed, ordered by start then sensor key (the order they close in, so the
+    same readings give the same sequence however they were batched). Per field ``(n, fields)``
+    columns; a field with no value counted has count 0 and NaN mean, min and max."""
+
+    fields: tuple[str, ...]
+    sensors: Keys
+    start_ms: I64
+    end_ms: I64
+    count: I64
+    field_count: I64
+    mean: F64
+    minimum: F64
+    maximum: F64
+
+    @classmethod
+    def closed(
+        cls, fields: tuple[str, ...], keys: Keys, windows: OpenWindows, length_ms: int
+    ) -> Aggregates:
+        """The aggregates of ``windows`` (rows of the open table, closing now); ``keys`` are
+        their sensors' keys."""
+        order = np.lexsort((windows.sensor, windows.start))
+        done = windows.rows(order)
+        some = done.field_count > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = done.total / done.field_count
+        return cls(
+            fields,
+            keys[done.sensor],
+            done.start,
+            done.start + length_ms,
+            done.count,
+            done.field_count,
+            np.where(some, mean, np.nan),
+            np.where(some, done.low, np.nan),
+            np.where(some, done.high, np.nan),
+        )
+
+    @classmethod
+    def empty(cls, fields: tuple[str, ...]) -> Aggregates:
+        nothing = np.empty(0, dtype=np.int64)
+        return cls.closed(
+            fields, np.empty(0, dtype="S1"), OpenWindows.new(nothing, nothing, len(fields)), 0
+        )
+
+    def __len__(self) -> int:
+        return self.start_ms.size
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The aggregates topic's values: ``window_start``/``window_end`` in RFC 3339 UTC with
+        ``Z`` (whole seconds unless a bound is not); a field with no value counted in the
+        window is left out of ``fields``."""
+        bounds = np.concatenate((self.start_ms, self.end_ms))
+        when = bounds.astype("datetime64[ms]")
+        if (bounds % 1000).any():
+            text = np.datetime_as_string(when, unit="ms", timezone="UTC")
+        else:
+            text = np.datetime_as_string(when, unit="s", timezone="UTC")
+        starts, ends = text[: len(self)].tolist(), text[len(self) :].tolist()
+        counts, field_counts = self.count.tolist(), self.field_count.tolist()
+        means, lows, highs = self.mean.tolist(), self.minimum.tolist(), self.maximum.tolist()
+        return [
+            {
+                "sensor_id": sensor,
+                "window_start": starts[i],
+                "window_end": ends[i],
+                "count": counts[i],
+                "fields": {
+                    name: {
+                        "count": field_counts[i][f],
+                        "mean": means[i][f],
+                        "min": lows[i][f],
+                        "max": highs[i][f],
+                    }
+                    for f, name in enumerate(self.fields)
+                    if field_counts[i][f]
+                },
+            }
+            for i, sensor in enumerate(sensor_ids(self.sensors))
+        ]

@@ -1,0 +1,204 @@
+"""The window state as changelog rows: one value per sensor (key = its sensor key) and one for
+the partition (key :data:`PARTITION_KEY`), packed and unpacked for many sensors at once.
+
+A sensor's value holds all of its state, so whatever is persisted about it is consistent in
+itself (docs/state.md): a 16-byte header (applied offset, open windows, dedup keys), then its
+windows' records, then its dedup keys' records, little-endian. Each kind of record is packed
+for all the batch's sensors by one structured array's ``tobytes``, and cut per sensor: the
+Python work is a few slices a sensor, none per window, key or field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from processor.durations import format_ms
+from processor.errors import StateError
+from processor.state.tables import I64, DedupKeys, Keys, OpenWindows
+
+# Sensor keys end with KEY_END (aggregates.sensor_keys), so no sensor key is empty.
+PARTITION_KEY = b""
+Row = tuple[bytes, bytes]
+
+_HEADER = np.dtype([("applied", "<i8"), ("windows", "<i4"), ("keys", "<i4")])
+_KEY = np.dtype([("event_ms", "<i8"), ("offset", "<i8")])
+_PARTITION = np.dtype("<i8")  # length, lateness, dedup, max event, closed windows; pairs
+
+
+def _window_dtype(n_fields: int) -> np.dtype[np.void]:
+    per_field = (n_fields,)
+    return np.dtype(
+        [
+            ("start", "<i8"),
+            ("count", "<i8"),
+            ("field_count", "<i8", per_field),
+            ("total", "<f8", per_field),
+            ("low", "<f8", per_field),
+            ("high", "<f8", per_field),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedRows:
+    """The rows a batch changed, serialized when it was applied. ``partition`` must be
+    persisted after ``sensors``: restore trusts the partition's watermark only as far as the
+    sensor rows written with it (one changelog partition keeps the order)."""
+
+    sensors: list[Row]
+    partition: Row
+
+    def pairs(self) -> list[Row]:
+        """All rows, in the order they must be written."""
+        return [*self.sensors, self.partition]
+
+    def nbytes(self) -> int:
+        return sum(len(key) + len(value) for key, value in self.pairs())
+
+
+class SensorState(NamedTuple):
+    """Sensors' state unpacked: ``windows.sensor`` and ``dedup.sensor`` index ``keys``."""
+
+    keys: Keys
+    applied: I64
+    windows: OpenWindows
+    dedup: DedupKeys
+
+
+class PartitionState(NamedTuple):
+    max_event: int
+    closed: dict[int, int]  # closed window start -> offset of the reading that closed it
+
+
+def pack_sensors(state: SensorState) -> list[Row]:
+    """One row per key; ``windows`` and ``dedup`` sorted by sensor (then start, event)."""
+    n = state.keys.size
+    window_dtype = _window_dtype(state.windows.field_count.shape[1])
+    n_windows = np.bincount(state.windows.sensor, minlength=n)
+    n_keys = np.bincount(state.dedup.sensor, minlength=n)
+    header = np.empty(n, dtype=_HEADER)
+    header["applied"], header["windows"], header["keys"] = state.applied, n_windows, n_keys
+    windows = np.empty(state.windows.sensor.size, dtype=window_dtype)
+    for name in window_dtype.names or ():
+        windows[name] = getattr(state.windows, name)
+    keys = np.empty(state.dedup.sensor.size, dtype=_KEY)
+    keys["event_ms"], keys["offset"] = state.dedup.event_ms, state.dedup.offset
+    headers, window_ends, key_ends = (
+        _cut(header.tobytes(), np.ones(n, dtype=np.int64), _HEADER),
+        _cut(windows.tobytes(), n_windows, window_dtype),
+        _cut(keys.tobytes(), n_keys, _KEY),
+    )
+    values = [b"".join(parts) for parts in zip(headers, window_ends, key_ends, strict=True)]
+    return list(zip(state.keys.tolist(), values, strict=True))
+
+
+def unpack_sensors(keys: Keys, values: list[bytes], n_fields: int) -> SensorState:
+    """The state of sensors from their values (in ``keys`` order); :class:`StateError` if a
+    value is not what :func:`pack_sensors` writes for ``n_fields`` fields."""
+    window_dtype = _window_dtype(n_fields)
+    size = np.array([len(value) for value in values], dtype=np.int64)
+    if (size < _HEADER.itemsize).any():
+        raise StateError("a sensor's saved window state is shorter than its header")
+    head = _HEADER.itemsize
+    header = np.frombuffer(b"".join([value[:head] for value in values]), dtype=_HEADER)
+    n_windows, n_keys = header["windows"].astype(np.int64), header["keys"].astype(np.int64)
+    expected = head + n_windows * window_dtype.itemsize + n_keys * _KEY.itemsize
+    if (n_windows < 0).any() or (n_keys < 0).any() or (expected != size).any():
+        raise StateError(f"a sensor's saved window state does not hold {n_fields} fields")
+    split = (head + n_windows * window_dtype.itemsize).tolist()
+    windows = np.frombuffer(
+        b"".join([value[head:at] for value, at in zip(values, split, strict=True)]),
+        dtype=window_dtype,
+    )
+    dedup = np.frombuffer(
+        b"".join([value[at:] for value, at in zip(values, split, strict=True)]), dtype=_KEY
+    )
+    sensor = np.arange(keys.size, dtype=np.int64)
+    return SensorState(
+        keys,
+        header["applied"].astype(np.int64),
+        OpenWindows(
+            np.repeat(sensor, n_windows),
+            windows["start"].astype(np.int64),
+            windows["count"].astype(np.int64),
+            windows["field_count"].astype(np.int64).reshape(-1, n_fields),
+            windows["total"].astype(np.float64).reshape(-1, n_fields),
+            windows["low"].astype(np.float64).reshape(-1, n_fields),
+            windows["high"].astype(np.float64).reshape(-1, n_fields),
+        ),
+        DedupKeys(
+            np.repeat(sensor, n_keys),
+            dedup["event_ms"].astype(np.int64),
+            dedup["offset"].astype(np.int64),
+        ),
+    )
+
+
+def pack_partition(
+    length_ms: int, lateness_ms: int, fields: tuple[str, ...], dedup: bool, state: PartitionState
+) -> Row:
+    """The partition's row: the settings it was counted under, its largest event time and
+    the closed windows whose closing offset replays still need."""
+    closed = sorted(state.closed.items())
+    numbers = [length_ms, lateness_ms, int(dedup), state.max_event, len(closed)]
+    numbers += [number for pair in closed for number in pair]
+    value = np.array(numbers, dtype=_PARTITION).tobytes() + json.dumps(list(fields)).encode()
+    return PARTITION_KEY, value
+
+
+def unpack_partition(
+    value: bytes, length_ms: int, lateness_ms: int, fields: tuple[str, ...], dedup: bool
+) -> PartitionState:
+    """The partition's row; :class:`StateError` if unreadable or saved under other settings."""
+    item = _PARTITION.itemsize
+    try:
+        head = np.frombuffer(value[: 5 * item], dtype=_PARTITION).tolist()
+        saved_length, saved_lateness, saved_dedup, max_event, n_closed = head
+        pairs = np.frombuffer(value[5 * item : (5 + 2 * n_closed) * item], dtype=_PARTITION)
+        saved_fields = tuple(json.loads(value[(5 + 2 * n_closed) * item :]))
+        closed = dict(zip(pairs[0::2].tolist(), pairs[1::2].tolist(), strict=True))
+    except (ValueError, TypeError) as e:  # short buffers, bad JSON, odd pairs
+        raise StateError(f"the saved window state cannot be read: {e}") from e
+    saved = _settings(saved_length, saved_lateness, fields=saved_fields, dedup=bool(saved_dedup))
+    now = _settings(length_ms, lateness_ms, fields=fields, dedup=dedup)
+    if saved != now:
+        raise StateError(
+            f"the saved window state was written with {saved}, not {now}: it would count "
+            "differently. Go back to those settings, or start the state over (delete the "
+            "changelog topic and PROCESSOR_STATE_DIR)"
+        )
+    return PartitionState(int(max_event), closed)
+
+
+def _settings(length_ms: int, lateness_ms: int, *, fields: tuple[str, ...], dedup: bool) -> str:
+    """The window settings as their variables spell them."""
+    return (
+        f"PROCESSOR_WINDOW={format_ms(length_ms)} "
+        f"PROCESSOR_ALLOWED_LATENESS={format_ms(lateness_ms)} "
+        f"PROCESSOR_AGGREGATE_FIELDS={','.join(fields)} PROCESSOR_DEDUP={str(dedup).lower()}"
+    )
+
+
+def latest(rows: Iterable[Row]) -> tuple[bytes | None, Keys, list[bytes]]:
+    """The last value of each key: the partition's (None if absent), and the sensors' keys,
+    sorted, with their values."""
+    last = dict(rows)
+    partition = last.pop(PARTITION_KEY, None)
+    keys = np.array(list(last), dtype=np.bytes_)
+    order = np.argsort(keys, kind="stable")
+    values = list(last.values())
+    return partition, keys[order], [values[i] for i in order.tolist()]
+
+
+def _cut(blob: bytes, count: I64, dtype: np.dtype[np.void]) -> list[bytes]:
+    """``blob`` (records of ``dtype``, grouped) cut into each group's ``count`` records."""
+    end = np.cumsum(count) * dtype.itemsize
+    return [
+        blob[lo:hi]
+        for lo, hi in zip((end - count * dtype.itemsize).tolist(), end.tolist(), strict=True)
+    ]

@@ -1,0 +1,216 @@
+"""The window state's tables: equal-length numpy columns, kept sorted by a (major, minor) pair
+of int64 keys so a batch finds its rows with binary searches instead of a dict per row.
+
+A million sensors are then a few arrays, not a million Python objects; inserting a batch's
+new rows, picking a window's or some sensors' rows and dropping closed ones are whole-column
+numpy operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Self, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Keys = npt.NDArray[np.bytes_]
+
+
+def locate(major: I64, minor: I64, q_major: I64, q_minor: I64) -> I64:
+    """Where each query pair belongs in columns sorted by (major, minor): the first row not
+    less than it (``np.searchsorted(side="left")`` for pairs).
+
+    A searchsorted on ``major``, then a vectorized binary search inside each major's run.
+    One searchsorted on a structured (major, minor) array would do it too, but numpy compares
+    structured items through generic field descriptors: 16 ms against 1.0 ms for 5,000 pairs
+    in a million rows (measured here, numpy 2.4).
+    """
+    lo = np.searchsorted(major, q_major, "left")
+    size = np.searchsorted(major, q_major, "right") - lo
+    last = max(minor.size - 1, 0)
+    while size.size and size.max() > 0:  # branchless: ~log2(the longest run) passes
+        half = size >> 1
+        mid = lo + half
+        right = (size > 0) & (minor[np.minimum(mid, last)] < q_minor)
+        lo = np.where(right, mid + 1, lo)
+        size = np.where(right, size - half - 1, half)
+    return lo
+
+
+def find(major: I64, minor: I64, q_major: I64, q_minor: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """Each query pair's row (where it belongs, if absent) and whether it is there."""
+    at = locate(major, minor, q_major, q_minor)
+    if not major.size:
+        return at, np.zeros(at.size, dtype=bool)
+    row = np.minimum(at, major.size - 1)
+    return at, (at < major.size) & (major[row] == q_major) & (minor[row] == q_minor)
+
+
+@dataclass(slots=True)
+class Table:
+    """Columns of equal length on axis 0. Rows are inserted and dropped by making new arrays
+    (numpy's insert and masks copy anyway); counts are added in place."""
+
+    def columns(self) -> dict[str, npt.NDArray[Any]]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def rows(self, index: npt.NDArray[Any]) -> Self:
+        """The rows a boolean mask or an index array picks, in its order (``np.take``: twice
+        as fast as ``column[index]`` on the ``(n, fields)`` columns)."""
+        if index.dtype == np.bool_:
+            index = np.flatnonzero(index)
+        return replace(
+            self,
+            **{name: np.take(column, index, axis=0) for name, column in self.columns().items()},
+        )
+
+    def insert(self, at: I64, rows: Self) -> Self:
+        """``rows`` inserted before the rows ``at`` (``np.insert`` positions, nondecreasing)."""
+        mine = self.columns()
+        return replace(
+            self,
+            **{name: _insert(mine[name], at, column) for name, column in rows.columns().items()},
+        )
+
+    def nbytes(self) -> int:
+        return sum(column.nbytes for column in self.columns().values())
+
+    def size(self) -> int:
+        return int(next(iter(self.columns().values())).shape[0])
+
+    def joined(self, others: list[Self]) -> Self:
+        """This table's rows followed by the others'."""
+        parts = [self, *others]
+        return replace(
+            self,
+            **{
+                name: np.concatenate([part.columns()[name] for part in parts])
+                for name in self.columns()
+            },
+        )
+
+
+def _insert(column: npt.NDArray[Any], at: I64, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``np.insert`` that widens a bytes column first: it would truncate longer values."""
+    dtype = np.promote_types(column.dtype, values.dtype)
+    return np.insert(column.astype(dtype, copy=False), at, values, axis=0)
+
+
+@dataclass(slots=True)
+class Sensors(Table):
+    """Every sensor seen on the partition, sorted by key; a sensor's row number is its index
+    in the other tables. ``applied``: the highest input offset applied to its state (-1 when
+    none yet), which tells a re-read record from a new one."""
+
+    keys: Keys
+    applied: I64
+
+    @classmethod
+    def empty(cls) -> Sensors:
+        return cls(np.empty(0, dtype="S1"), np.empty(0, dtype=np.int64))
+
+    def admit(self, keys: Keys) -> tuple[Sensors, I64]:
+        """The table with the sorted, distinct ``keys`` it lacked, and where they went in the
+        old rows (``np.insert`` positions): an old row ``r`` is now ``r + searchsorted(at, r,
+        "right")`` (:func:`renumber`)."""
+        at = np.searchsorted(self.keys, keys)
+        known = np.zeros(keys.size, dtype=bool)
+        if self.keys.size:
+            known = (at < self.keys.size) & (self.keys[np.minimum(at, self.keys.size - 1)] == keys)
+        new, at = keys[~known], at[~known]
+        if not new.size:
+            return self, at
+        added = Sensors(new, np.full(new.size, -1, dtype=np.int64))
+        return self.insert(at, added), at
+
+
+def renumber(rows: I64, inserted_at: I64) -> I64:
+    """Where old rows of a table are after ``np.insert`` put rows before ``inserted_at``."""
+    if not inserted_at.size:
+        return rows
+    return rows + np.searchsorted(inserted_at, rows, "right")
+
+
+@dataclass(slots=True)
+class OpenWindows(Table):
+    """Windows not closed yet, sorted by (sensor row, start): the running aggregates. Per
+    field ``(n, fields)`` columns: values counted, their sum, min (+inf when none) and max."""
+
+    sensor: I64
+    start: I64
+    count: I64
+    field_count: I64
+    total: F64
+    low: F64
+    high: F64
+
+    @classmethod
+    def new(cls, sensor: I64, start: I64, n_fields: int) -> OpenWindows:
+        """Empty windows, ready to count into."""
+        shape = (sensor.size, n_fields)
+        return cls(
+            sensor,
+            start,
+            np.zeros(sensor.size, dtype=np.int64),
+            np.zeros(shape, dtype=np.int64),
+            np.zeros(shape),
+            np.full(shape, np.inf),
+            np.full(shape, -np.inf),
+        )
+
+    @classmethod
+    def empty(cls, n_fields: int) -> OpenWindows:
+        return cls.new(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), n_fields)
+
+
+@dataclass(slots=True)
+class DedupKeys(Table):
+    """The (sensor row, event time) of every reading counted in an open window, sorted, with
+    the input offset of the reading that was counted (so a re-read original is told from a
+    duplicate of it)."""
+
+    sensor: I64
+    event_ms: I64
+    offset: I64
+
+    @classmethod
+    def empty(cls) -> DedupKeys:
+        return cls(*(np.empty(0, dtype=np.int64) for _ in range(3)))
+
+    def added(self, at: I64, sensor: I64, event: I64, offsets: I64) -> DedupKeys:
+        """The keys of newly counted readings inserted at ``at`` (distinct and absent)."""
+        if not sensor.size:
+            return self
+        order = np.lexsort((event, sensor))
+        return self.insert(at[order], DedupKeys(sensor[order], event[order], offsets[order]))
+
+
+TableT = TypeVar("TableT", bound=Table)
+
+
+def by_window(start: I64, mask: npt.NDArray[np.bool_] | None = None) -> list[tuple[int, I64]]:
+    """The distinct window starts of the rows ``mask`` picks, and their rows, in order."""
+    rows = np.flatnonzero(mask) if mask is not None else np.arange(start.size)
+    if not rows.size:
+        return []
+    rows = rows[np.argsort(start[rows], kind="stable")]
+    windows, first = np.unique(start[rows], return_index=True)
+    return list(zip(windows.tolist(), np.split(rows, first[1:]), strict=True))
+
+
+def in_start_order(tables: dict[int, TableT], empty: TableT) -> TableT:
+    """Tables by window start as one, in start order."""
+    return empty.joined([tables[w] for w in sorted(tables)])
+
+
+def of_sensors(table: TableT, who: I64) -> TableT:
+    """The rows of the sensors ``who`` (sorted) in a table sorted by sensor row."""
+    sensor = table.columns()["sensor"]
+    lo = np.searchsorted(sensor, who, "left")
+    size = np.searchsorted(sensor, who, "right") - lo
+    first = np.cumsum(size) - size
+    rows = np.repeat(lo - first, size) + np.arange(int(size.sum()), dtype=np.int64)
+    return table.rows(rows)
