@@ -35,8 +35,8 @@ def stream(sensors: int, minutes: float, every_s: float, seed: int) -> Readings:
     rng = np.random.default_rng(seed)
     rounds = int(minutes * 60 / every_s)
     sensor = np.tile(rng.permutation(sensors), rounds)
-    due = np.repeat(np.arange(rounds, dtype=np.int64) * int(every_s * 1000), sensors)
-    event = 1_700_000_000_000 + due + rng.integers(0, 5_000, due.size)
+    due = np.repeat(np.arange(rounds, dtype=np.int64) * int(every_s * 1_000_000), sensors)
+    event = 1_700_000_000_000_000 + due + rng.integers(0, 5_000_000, due.size)  # µs
     again = np.flatnonzero(rng.random(sensor.size) < 0.01)
     order = np.sort(
         np.concatenate((np.arange(sensor.size), again))
@@ -68,7 +68,7 @@ def measure(sensors: int, args: argparse.Namespace) -> dict[str, float]:
             Readings(
                 readings.offsets[part],
                 readings.sensors[part],
-                readings.event_ms[part],
+                readings.event_us[part],
                 readings.values[part],
             )
         )

@@ -157,7 +157,7 @@ class Windowing:
                 Readings(
                     offsets,
                     readings.sensors[first:last],
-                    readings.event_ms[first:last],
+                    readings.event_us[first:last],
                     readings.values[first:last],
                 )
             )

@@ -110,7 +110,7 @@ class PointReadings:
 
     rows: npt.NDArray[np.int64]  # input row of each point: the job's columns give its offset
     sensors: npt.NDArray[np.bytes_]  # processor.state.aggregates.sensor_keys of the points
-    event_ms: npt.NDArray[np.int64]
+    event_us: npt.NDArray[np.int64]  # UTC epoch microseconds
     values: npt.NDArray[np.float64]  # (points, fields), NaN: missing or not a finite number
 
 

@@ -1,12 +1,18 @@
 """What windows aggregate, read from readings that passed validation: each reading's event
-time in epoch milliseconds and the configured fields as numbers (NaN where a field is
+time in epoch microseconds and the configured fields as numbers (NaN where a field is
 missing or is not a finite number: the rules count such a value nowhere).
 
 Only runs with windows on. A record published by appending to its bytes is decoded once more,
 into a view of just the timestamp and the fields as numbers (msgspec, at C speed); one whose
 fields are not all numbers (text, ``true``, ``1e400``) takes a slower view of any JSON value.
-A record the codec decoded into a dict already has them. Timestamps become milliseconds in
+A record the codec decoded into a dict already has them. Timestamps become microseconds in
 one numpy call per batch.
+
+The event time is the timestamp's instant to the microsecond, whatever its spelling (the
+dedup key's contract): a record kept as bytes has a ``Z`` timestamp, which numpy reads as it
+is; one with digits past the microsecond, or that numpy does not read (a lowercase ``t``),
+is read by msgspec as the codec read the others, rounded to the microsecond as msgspec
+rounds (numpy would truncate: the same instant spelled with an offset would differ by one).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -28,7 +34,7 @@ import numpy.typing as npt
 class Measures:
     """By row of the documents given: event time, and one column per field."""
 
-    event_ms: npt.NDArray[np.int64]
+    event_us: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]  # shape (rows, fields)
 
 
@@ -37,6 +43,11 @@ class _Views:
     numbers: msgspec.json.Decoder[Any]  # fields as float | None: the common case
     anything: msgspec.json.Decoder[Any]  # fields as any JSON value, huge numbers as float
     row: Callable[[Any], tuple[Any, ...]]  # (timestamp, field values...) of a view
+
+
+#: ``len("2026-12-03T00:00:00.000000Z")``: a longer ``Z`` timestamp has digits past the µs.
+_MICROSECONDS_Z = 27
+_timestamp = msgspec.json.Decoder(Annotated[datetime, msgspec.Meta(tz=True)]).decode
 
 
 @functools.cache
@@ -80,17 +91,33 @@ def measures(documents: Sequence[dict[str, Any] | bytes], fields: tuple[str, ...
     if not rows:
         return Measures(np.empty(0, np.int64), np.empty((0, len(fields))))
     columns = list(zip(*rows, strict=True))
-    stamps = [
-        stamp[:-1] if isinstance(stamp, str) else stamp.replace(tzinfo=None).isoformat()
-        for stamp in columns[0]
-    ]
+    event_us = _microseconds(columns[0])
     for i in odd:
         rows[i] = (None, *(_number(value) for value in rows[i][1:]))
     if odd:
         columns = list(zip(*rows, strict=True))
     values = np.array(columns[1:], dtype=np.float64).T  # None: NaN
-    event_ms = np.array(stamps, dtype="datetime64[ms]").astype(np.int64)
-    return Measures(event_ms, values.reshape(len(rows), len(fields)))
+    return Measures(event_us, values.reshape(len(rows), len(fields)))
+
+
+def _microseconds(stamps: Sequence[str | datetime]) -> npt.NDArray[np.int64]:
+    """UTC ``Z`` texts and UTC datetimes as epoch microseconds, in one numpy call."""
+    limit = _MICROSECONDS_Z
+    naive = [
+        stamp[:-1] if type(stamp) is str and len(stamp) <= limit else _naive(stamp)
+        for stamp in stamps
+    ]
+    try:
+        return np.array(naive, dtype="datetime64[us]").astype(np.int64)
+    except ValueError:  # a spelling msgspec reads and numpy does not: all through msgspec
+        return np.array([_naive(stamp) for stamp in stamps], "datetime64[us]").astype(np.int64)
+
+
+def _naive(stamp: str | datetime) -> str:
+    """A UTC timestamp as the naive ISO text numpy reads, to the microsecond."""
+    if isinstance(stamp, str):
+        stamp = _timestamp(b'"%s"' % stamp.encode())
+    return stamp.replace(tzinfo=None).isoformat()
 
 
 def _number(value: Any) -> float | None:

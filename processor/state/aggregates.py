@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,12 +38,13 @@ def sensor_ids(keys: Keys) -> list[str]:
 class Aggregates:
     """Windows that closed, ordered by start then sensor key (the order they close in, so the
     same readings give the same sequence however they were batched). Per field ``(n, fields)``
-    columns; a field with no value counted has count 0 and NaN mean, min and max."""
+    columns; a field with no value counted has count 0 and NaN mean, min and max. Bounds in
+    UTC epoch microseconds."""
 
     fields: tuple[str, ...]
     sensors: Keys
-    start_ms: I64
-    end_ms: I64
+    start_us: I64
+    end_us: I64
     count: I64
     field_count: I64
     mean: F64
@@ -52,7 +53,7 @@ class Aggregates:
 
     @classmethod
     def closed(
-        cls, fields: tuple[str, ...], keys: Keys, windows: OpenWindows, length_ms: int
+        cls, fields: tuple[str, ...], keys: Keys, windows: OpenWindows, length_us: int
     ) -> Aggregates:
         """The aggregates of ``windows`` (rows of the open table, closing now); ``keys`` are
         their sensors' keys."""
@@ -65,7 +66,7 @@ class Aggregates:
             fields,
             keys[done.sensor],
             done.start,
-            done.start + length_ms,
+            done.start + length_us,
             done.count,
             done.field_count,
             np.where(some, mean, np.nan),
@@ -81,18 +82,20 @@ class Aggregates:
         )
 
     def __len__(self) -> int:
-        return self.start_ms.size
+        return self.start_us.size
 
     def rows(self) -> list[dict[str, Any]]:
         """The aggregates topic's values: ``window_start``/``window_end`` in RFC 3339 UTC with
-        ``Z`` (whole seconds unless a bound is not); a field with no value counted in the
-        window is left out of ``fields``."""
-        bounds = np.concatenate((self.start_ms, self.end_ms))
-        when = bounds.astype("datetime64[ms]")
+        ``Z``, in whole seconds when every bound is one, else milliseconds when every bound is
+        a whole one, else microseconds; a field with no value counted in the window is left
+        out of ``fields``."""
+        bounds = np.concatenate((self.start_us, self.end_us))
+        unit: Literal["s", "ms", "us"] = "s"
         if (bounds % 1000).any():
-            text = np.datetime_as_string(when, unit="ms", timezone="UTC")
-        else:
-            text = np.datetime_as_string(when, unit="s", timezone="UTC")
+            unit = "us"
+        elif (bounds % 1_000_000).any():
+            unit = "ms"
+        text = np.datetime_as_string(bounds.astype("datetime64[us]"), unit=unit, timezone="UTC")
         starts, ends = text[: len(self)].tolist(), text[len(self) :].tolist()
         counts, field_counts = self.count.tolist(), self.field_count.tolist()
         means, lows, highs = self.mean.tolist(), self.minimum.tolist(), self.maximum.tolist()

@@ -2,10 +2,11 @@
 the partition (key :data:`PARTITION_KEY`), packed and unpacked for many sensors at once.
 
 A sensor's value holds all of its state, so whatever is persisted about it is consistent in
-itself (docs/state.md): a 16-byte header (applied offset, open windows, dedup keys), then its
-windows' records, then its dedup keys' records, little-endian. Each kind of record is packed
-for all the batch's sensors by one structured array's ``tobytes``, and cut per sensor: the
-Python work is a few slices a sensor, none per window, key or field.
+itself (docs/state.md): a 20-byte header (applied offset, format, open windows, dedup keys),
+then its windows' records, then its dedup keys' records, little-endian; window starts and
+event times in microseconds. Each kind of record is packed for all the batch's sensors by
+one structured array's ``tobytes``, and cut per sensor: the Python work is a few slices a
+sensor, none per window, key or field.
 """
 
 from __future__ import annotations
@@ -25,9 +26,20 @@ from processor.state.tables import I64, DedupKeys, Keys, OpenWindows
 PARTITION_KEY = b""
 Row = tuple[bytes, bytes]
 
-_HEADER = np.dtype([("applied", "<i8"), ("windows", "<i4"), ("keys", "<i4")])
-_KEY = np.dtype([("event_ms", "<i8"), ("offset", "<i8")])
-_PARTITION = np.dtype("<i8")  # length, lateness, dedup, max event, closed windows; pairs
+#: The rows' format, first in the partition's row and after the applied offset in a
+#: sensor's: event times in microseconds. Negative, where rows of earlier builds (times in
+#: milliseconds, no format) had the window length or a count: theirs are refused, not misread.
+_FORMAT = -2
+_FORMAT_ERROR = (
+    "the saved window state is not in this build's format (earlier builds saved event times "
+    "in milliseconds): start the state over (delete the changelog topic and "
+    "PROCESSOR_STATE_DIR)"
+)
+_HEADER = np.dtype([("applied", "<i8"), ("format", "<i4"), ("windows", "<i4"), ("keys", "<i4")])
+_KEY = np.dtype([("event_us", "<i8"), ("offset", "<i8")])
+#: Format, length, lateness (ms, as configured), dedup, max event, closed windows; pairs.
+_PARTITION = np.dtype("<i8")
+_PARTITION_HEAD = 6
 
 
 def _window_dtype(n_fields: int) -> np.dtype[np.void]:
@@ -71,8 +83,8 @@ class SensorState(NamedTuple):
 
 
 class PartitionState(NamedTuple):
-    max_event: int
-    closed: dict[int, int]  # closed window start -> offset of the reading that closed it
+    max_event: int  # the largest event time seen, µs
+    closed: dict[int, int]  # closed window start (µs) -> offset of the reading that closed it
 
 
 def pack_sensors(state: SensorState) -> list[Row]:
@@ -82,12 +94,13 @@ def pack_sensors(state: SensorState) -> list[Row]:
     n_windows = np.bincount(state.windows.sensor, minlength=n)
     n_keys = np.bincount(state.dedup.sensor, minlength=n)
     header = np.empty(n, dtype=_HEADER)
-    header["applied"], header["windows"], header["keys"] = state.applied, n_windows, n_keys
+    header["applied"], header["format"] = state.applied, _FORMAT
+    header["windows"], header["keys"] = n_windows, n_keys
     windows = np.empty(state.windows.sensor.size, dtype=window_dtype)
     for name in window_dtype.names or ():
         windows[name] = getattr(state.windows, name)
     keys = np.empty(state.dedup.sensor.size, dtype=_KEY)
-    keys["event_ms"], keys["offset"] = state.dedup.event_ms, state.dedup.offset
+    keys["event_us"], keys["offset"] = state.dedup.event_us, state.dedup.offset
     headers, window_ends, key_ends = (
         _cut(header.tobytes(), np.ones(n, dtype=np.int64), _HEADER),
         _cut(windows.tobytes(), n_windows, window_dtype),
@@ -106,6 +119,8 @@ def unpack_sensors(keys: Keys, values: list[bytes], n_fields: int) -> SensorStat
         raise StateError("a sensor's saved window state is shorter than its header")
     head = _HEADER.itemsize
     header = np.frombuffer(b"".join([value[:head] for value in values]), dtype=_HEADER)
+    if (header["format"] != _FORMAT).any():
+        raise StateError(_FORMAT_ERROR)
     n_windows, n_keys = header["windows"].astype(np.int64), header["keys"].astype(np.int64)
     expected = head + n_windows * window_dtype.itemsize + n_keys * _KEY.itemsize
     if (n_windows < 0).any() or (n_keys < 0).any() or (expected != size).any():
@@ -133,7 +148,7 @@ def unpack_sensors(keys: Keys, values: list[bytes], n_fields: int) -> SensorStat
         ),
         DedupKeys(
             np.repeat(sensor, n_keys),
-            dedup["event_ms"].astype(np.int64),
+            dedup["event_us"].astype(np.int64),
             dedup["offset"].astype(np.int64),
         ),
     )
@@ -145,7 +160,7 @@ def pack_partition(
     """The partition's row: the settings it was counted under, its largest event time and
     the closed windows whose closing offset replays still need."""
     closed = sorted(state.closed.items())
-    numbers = [length_ms, lateness_ms, int(dedup), state.max_event, len(closed)]
+    numbers = [_FORMAT, length_ms, lateness_ms, int(dedup), state.max_event, len(closed)]
     numbers += [number for pair in closed for number in pair]
     value = np.array(numbers, dtype=_PARTITION).tobytes() + json.dumps(list(fields)).encode()
     return PARTITION_KEY, value
@@ -155,12 +170,15 @@ def unpack_partition(
     value: bytes, length_ms: int, lateness_ms: int, fields: tuple[str, ...], dedup: bool
 ) -> PartitionState:
     """The partition's row; :class:`StateError` if unreadable or saved under other settings."""
-    item = _PARTITION.itemsize
+    item, head = _PARTITION.itemsize, _PARTITION_HEAD
+    if value[:item] != np.array(_FORMAT, dtype=_PARTITION).tobytes():
+        raise StateError(_FORMAT_ERROR)
     try:
-        head = np.frombuffer(value[: 5 * item], dtype=_PARTITION).tolist()
-        saved_length, saved_lateness, saved_dedup, max_event, n_closed = head
-        pairs = np.frombuffer(value[5 * item : (5 + 2 * n_closed) * item], dtype=_PARTITION)
-        saved_fields = tuple(json.loads(value[(5 + 2 * n_closed) * item :]))
+        numbers = np.frombuffer(value[item : head * item], dtype=_PARTITION).tolist()
+        saved_length, saved_lateness, saved_dedup, max_event, n_closed = numbers
+        end = (head + 2 * n_closed) * item
+        pairs = np.frombuffer(value[head * item : end], dtype=_PARTITION)
+        saved_fields = tuple(json.loads(value[end:]))
         closed = dict(zip(pairs[0::2].tolist(), pairs[1::2].tolist(), strict=True))
     except (ValueError, TypeError) as e:  # short buffers, bad JSON, odd pairs
         raise StateError(f"the saved window state cannot be read: {e}") from e

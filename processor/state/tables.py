@@ -173,7 +173,7 @@ class DedupKeys(Table):
     duplicate of it)."""
 
     sensor: I64
-    event_ms: I64
+    event_us: I64
     offset: I64
 
     @classmethod

@@ -1,11 +1,12 @@
 """One input partition's tumbling windows, watermark and dedup keys, applied a batch at a time.
 
 Semantics (issue 17): a reading's window is ``[start, start + length)`` with ``start`` its
-event time floored to a multiple of ``length`` from the Unix epoch, per sensor. The
-partition's watermark is the largest event time seen minus the allowed lateness; a window is
-closed once the watermark is ``>=`` its end, and its aggregate is returned once. A reading
-whose window is closed when it arrives is LATE (not counted); with dedup, a reading with the
-(sensor, timestamp) of one counted in a still open window is a DUPLICATE (not counted).
+event time (its timestamp's instant in microseconds, whatever the spelling) floored to a
+multiple of ``length`` from the Unix epoch, per sensor. The partition's watermark is the
+largest event time seen minus the allowed lateness; a window is closed once the watermark
+is ``>=`` its end, and its aggregate is returned once. A reading whose window is closed when
+it arrives is LATE (not counted); with dedup, a reading with the (sensor, event time) of one
+counted in a still open window is a DUPLICATE (not counted).
 
 **Batch boundaries do not matter.** Each reading is judged against the watermark as of just
 before it (a running maximum through the batch), duplicates against the readings counted
@@ -73,7 +74,8 @@ NOTHING_SEEN = int(np.iinfo(np.int64).min)  # the running maximum before any eve
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
-    """The settings state depends on: restoring under other settings is refused."""
+    """The settings state depends on: restoring under other settings is refused. Lengths are
+    configured in milliseconds; the state counts in microseconds, as event times are."""
 
     length_ms: int
     lateness_ms: int
@@ -84,6 +86,14 @@ class WindowSpec:
         # A lateness >= 0 is what lets a reading never close its own window.
         if self.length_ms <= 0 or self.lateness_ms < 0:
             raise ValueError(f"window length must be > 0 and lateness >= 0, got {self}")
+
+    @property
+    def length_us(self) -> int:
+        return self.length_ms * 1000
+
+    @property
+    def lateness_us(self) -> int:
+        return self.lateness_ms * 1000
 
 
 class Verdict(IntEnum):
@@ -98,6 +108,7 @@ class Verdict(IntEnum):
 class Readings:
     """One partition's valid readings of one batch, in offset order, as columns.
 
+    ``event_us``: event times in UTC epoch microseconds (the dedup key's instant);
     ``sensors`` are :func:`processor.state.aggregates.sensor_keys` (fixed-width UTF-8 bytes,
     searched in C; see there); ``values`` is ``(n, len(spec.fields))``, NaN where the field
     was missing or not a finite number.
@@ -105,7 +116,7 @@ class Readings:
 
     offsets: I64
     sensors: Keys
-    event_ms: I64
+    event_us: I64
     values: F64
 
     def check(self, n_fields: int) -> None:
@@ -113,7 +124,7 @@ class Readings:
         n = self.offsets.size
         if (
             self.sensors.size != n
-            or self.event_ms.size != n
+            or self.event_us.size != n
             or self.values.shape
             != (
                 n,
@@ -156,11 +167,11 @@ class PartitionWindows:
         return self._spec
 
     @property
-    def watermark_ms(self) -> int | None:
-        """The largest event time seen minus the lateness; None before any reading."""
+    def watermark_us(self) -> int | None:
+        """The largest event time seen minus the lateness (µs); None before any reading."""
         if self._max_event == NOTHING_SEEN:
             return None
-        return self._max_event - self._spec.lateness_ms
+        return self._max_event - self._spec.lateness_us
 
     def apply(self, readings: Readings) -> tuple[npt.NDArray[np.uint8], Aggregates]:
         """Count a batch: each reading's :class:`Verdict`, and the windows its readings closed.
@@ -173,9 +184,9 @@ class PartitionWindows:
         if not verdicts.size:
             return verdicts, Aggregates.empty(spec.fields)
         sensor = self._sensor_rows(readings.sensors)
-        offsets, event = readings.offsets, readings.event_ms
+        offsets, event = readings.offsets, readings.event_us
         replay = offsets <= self._sensors.applied[sensor]
-        start = event - event % spec.length_ms
+        start = event - event % spec.length_us
         seen = np.maximum.accumulate(np.concatenate(([self._max_event], event)))
         late = self._late(start, offsets, seen)
         counted = ~(replay | late)
@@ -202,7 +213,7 @@ class PartitionWindows:
         watermark as of just before each, and for a window closed already, by the offset of
         the reading that closed it (a replay of a reading from before that was not late)."""
         spec = self._spec
-        due = start + (spec.length_ms + spec.lateness_ms)  # the largest event time closing it
+        due = start + (spec.length_us + spec.lateness_us)  # the largest event time closing it
         shut = due <= seen[:-1]
         closer = np.full(start.size, -1, dtype=np.int64)
         for window, rows in by_window(start, shut):
@@ -236,7 +247,7 @@ class PartitionWindows:
         recorded = np.full(sensor.size, -1, dtype=np.int64)
         for window, rows in by_window(start, ~late):
             keys = self._dedup.setdefault(window, DedupKeys.empty())
-            at[rows], found[rows] = find(keys.sensor, keys.event_ms, sensor[rows], event[rows])
+            at[rows], found[rows] = find(keys.sensor, keys.event_us, sensor[rows], event[rows])
             hit = rows[found[rows]]
             recorded[hit] = keys.offset[at[hit]]
         again = np.zeros(sensor.size, dtype=bool)
@@ -277,17 +288,17 @@ class PartitionWindows:
         window of one start closes at the same watermark), noting the reading that closed
         each; their dedup keys stay until :meth:`release`."""
         spec = self._spec
-        watermark = self._max_event - spec.lateness_ms
-        ends = [w for w in self._windows if w + spec.length_ms <= watermark]
+        watermark = self._max_event - spec.lateness_us
+        ends = [w for w in self._windows if w + spec.length_us <= watermark]
         for window in {*self._windows, *self._dedup} - self._closed.keys():
-            due = window + spec.length_ms + spec.lateness_ms
+            due = window + spec.length_us + spec.lateness_us
             if due <= self._max_event:
                 self._closed[window] = int(offsets[np.searchsorted(seen[1:], due)])
         if not ends:
             return Aggregates.empty(spec.fields)
         closed = [self._windows.pop(window) for window in sorted(ends)]
         return Aggregates.closed(
-            spec.fields, self._sensors.keys, closed[0].joined(closed[1:]), spec.length_ms
+            spec.fields, self._sensors.keys, closed[0].joined(closed[1:]), spec.length_us
         )
 
     def release(self, commit_offset: int) -> None:
@@ -354,7 +365,7 @@ class PartitionWindows:
         windows = sensors.windows.rows(~shut)
         state._windows = {w: windows.rows(rows) for w, rows in by_window(windows.start)}
         dedup = sensors.dedup
-        starts = dedup.event_ms - dedup.event_ms % spec.length_ms
+        starts = dedup.event_us - dedup.event_us % spec.length_us
         kept = ~state._shut(starts) | np.isin(starts, list(state._closed))
         dedup = dedup.rows(kept)
         starts = starts[kept]
@@ -363,10 +374,10 @@ class PartitionWindows:
 
     def _shut(self, start: I64) -> Mask:
         """Which of these window starts the watermark has closed."""
-        watermark = self.watermark_ms
+        watermark = self.watermark_us
         if watermark is None:
             return np.zeros(start.size, dtype=bool)
-        shut: Mask = start + self._spec.length_ms <= watermark
+        shut: Mask = start + self._spec.length_us <= watermark
         return shut
 
     def sizes(self) -> StateSizes:

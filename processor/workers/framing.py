@@ -53,7 +53,7 @@ class Framer:
             framed.readings = PointReadings(
                 np.array(computed.rows, dtype=np.int64),
                 encoded_sensor_keys(computed.keys),
-                computed.measures.event_ms,
+                computed.measures.event_us,
                 computed.measures.values,
             )
         if job.dedup:

@@ -1,7 +1,9 @@
 """Windows over real subprocesses and the embedded broker: out-of-order, late and duplicate
-readings, ``kill -9`` twice mid-stream, a rebalance to a second member, a graceful stop and a
-restart; every aggregate published equals the one an offline reading of the contract computes
-from the input, and every duplicate is a dead letter, never a point (issue 17)."""
+readings (duplicates spelled with an offset too, and readings under a millisecond apart that
+are not duplicates), ``kill -9`` twice mid-stream, a rebalance to a second member, a graceful
+stop and a restart; every aggregate published equals the one an offline reading of the
+contract computes from the input, and every duplicate is a dead letter, never a point (issue
+17)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import random
 import signal
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +34,32 @@ from tests.integration.kafka import (
 
 pytestmark = pytest.mark.integration
 
-MINUTE = 60_000
+MINUTE = 60_000  # ms, as the settings take it
 LATENESS = 30_000
-T0 = 1_796_083_200_000  # 2026-12-01T00:00:00Z
+SECOND_US = 1_000_000  # event times are µs
+T0 = 1_796_083_200 * SECOND_US  # 2026-12-01T00:00:00Z
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PLUS_ONE = timezone(timedelta(hours=1))
 FIELDS = ("pm25", "pm10")
 SENSORS = [f"win-{i:03d}" for i in range(40)]
 STEPS = 120  # a reading every 5 s per sensor: 10 minutes of event time
 SECOND_PART = 84  # produced once a second member shares the partitions
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _iso(us: int, zone: timezone = UTC) -> str:
+    """The instant ``us`` in RFC 3339: ``Z`` (kept as bytes by the processor) or an offset."""
+    when = (EPOCH + timedelta(microseconds=us)).astimezone(zone)
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _reading(sensor: str, event_ms: int, rng: random.Random) -> bytes:
+def _us(text: str) -> int:
+    return (datetime.fromisoformat(text) - EPOCH) // timedelta(microseconds=1)
+
+
+def _reading(sensor: str, event_us: int, rng: random.Random, zone: timezone = UTC) -> bytes:
     document: dict[str, Any] = {
         "sensor_id": sensor,
-        "timestamp": _iso(event_ms),
+        "timestamp": _iso(event_us, zone),
         "latitude": 47.0 + rng.random(),
         "longitude": 8.0 + rng.random(),
         "pm25": round(rng.uniform(0, 80), 1),
@@ -60,8 +71,9 @@ def _reading(sensor: str, event_ms: int, rng: random.Random) -> bytes:
 
 def _input(seed: int = 17) -> list[list[tuple[bytes, bytes]]]:
     """Readings every 5 s per sensor, jittered by up to 8 s (out of order within the
-    lateness), plus late ones (4 minutes old) and repeats of a recent (sensor, timestamp);
-    in two parts, the second from the ``SECOND_PART`` th step."""
+    lateness), plus late ones (4 minutes old), repeats of a recent (sensor, timestamp), half
+    of them spelled with an offset, and readings less than a millisecond after another; in
+    two parts, the second from the ``SECOND_PART`` th step."""
     rng = random.Random(seed)
     out: list[tuple[bytes, bytes]] = []
     parts = [out]
@@ -71,21 +83,23 @@ def _input(seed: int = 17) -> list[list[tuple[bytes, bytes]]]:
             out = []
             parts.append(out)
         for sensor in SENSORS:
-            event = T0 + step * 5_000 + rng.randint(-8_000, 8_000)
+            event = T0 + step * 5 * SECOND_US + rng.randint(-8 * SECOND_US, 8 * SECOND_US)
             out.append((sensor.encode(), _reading(sensor, event, rng)))
             recent[sensor] = [*recent[sensor][-3:], event]
-            if rng.random() < 0.04:  # a redelivery: same sensor and timestamp, any value
-                again = rng.choice(recent[sensor])
-                out.append((sensor.encode(), _reading(sensor, again, rng)))
+            if rng.random() < 0.04:  # a redelivery: same sensor and instant, any value
+                again, zone = rng.choice(recent[sensor]), rng.choice([UTC, PLUS_ONE])
+                out.append((sensor.encode(), _reading(sensor, again, rng, zone)))
+            if rng.random() < 0.03:  # another reading, under a millisecond later
+                out.append((sensor.encode(), _reading(sensor, event + rng.randint(1, 999), rng)))
             if rng.random() < 0.02:
-                late = event - 4 * MINUTE
+                late = event - 240 * SECOND_US
                 out.append((sensor.encode(), _reading(sensor, late, rng)))
     return parts
 
 
 @dataclass
 class _Oracle:
-    """One input partition, the contract read literally, one record at a time."""
+    """One input partition, the contract read literally, one record at a time; times in µs."""
 
     max_event: int | None = None
     open: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
@@ -96,10 +110,11 @@ class _Oracle:
     def read(self, offset: int, value: bytes) -> None:
         document = json.loads(value)
         sensor = document["sensor_id"]
-        event = int(datetime.fromisoformat(document["timestamp"]).timestamp() * 1000 + 0.5)
-        start = event - event % MINUTE
-        watermark = None if self.max_event is None else self.max_event - LATENESS
-        if watermark is not None and watermark >= start + MINUTE:
+        event = _us(document["timestamp"])
+        length, lateness = MINUTE * 1000, LATENESS * 1000
+        start = event - event % length
+        watermark = None if self.max_event is None else self.max_event - lateness
+        if watermark is not None and watermark >= start + length:
             pass  # late: published, not counted
         elif (sensor, event) in self.keys:
             self.duplicates.add(offset)
@@ -112,8 +127,8 @@ class _Oracle:
                 if isinstance(number, float | int) and math.isfinite(number):
                     window[1][name].append(float(number))
         self.max_event = event if self.max_event is None else max(self.max_event, event)
-        watermark = self.max_event - LATENESS
-        for sensor_start in [k for k in self.open if k[1] + MINUTE <= watermark]:
+        watermark = self.max_event - lateness
+        for sensor_start in [k for k in self.open if k[1] + length <= watermark]:
             count, values = self.open.pop(sensor_start)
             self.closed[sensor_start] = {"count": count, "fields": values}
 
@@ -126,10 +141,6 @@ def _offline(inputs: list[Any]) -> tuple[dict[tuple[str, int], dict[str, Any]], 
     closed = {k: v for oracle in partitions.values() for k, v in oracle.closed.items()}
     duplicates = {(p, o) for p, oracle in partitions.items() for o in oracle.duplicates}
     return closed, duplicates
-
-
-def _ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).timestamp() * 1000 + 0.5)
 
 
 def _matches(published: dict[str, Any], expected: dict[str, Any]) -> bool:
@@ -190,7 +201,7 @@ async def test_aggregates_survive_kill_9_twice_a_rebalance_and_a_restart(
     for record in await read_all(bootstrap, aggregates_topic, None):
         document = json.loads(record.value)
         assert record.key == document["sensor_id"].encode()
-        by_window[(document["sensor_id"], _ms(document["window_start"]))].add(record.value)
+        by_window[(document["sensor_id"], _us(document["window_start"]))].add(record.value)
     repeated = {k: v for k, v in by_window.items() if len(v) > 1}
     assert not repeated, "an aggregate published twice must be identical"
     assert set(by_window) == set(expected)
@@ -277,7 +288,7 @@ async def _restart_and_close_every_window(
     try:
         rng = random.Random(5)
         for partition in range(4):
-            flush = _reading(f"flush-{partition}", T0 + 60 * MINUTE, rng)
+            flush = _reading(f"flush-{partition}", T0 + 3_600 * SECOND_US, rng)
             await produce(bootstrap, topics.input, [(b"flush", flush)], partition=partition)
         await wait_committed_at_end(bootstrap, topics)
         restarted.signal(signal.SIGTERM)

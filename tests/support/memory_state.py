@@ -8,7 +8,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from processor.messages.jobs import PointReadings
 from processor.state.aggregates import sensor_keys
 
 FIELDS = ("pm25",)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -68,7 +69,10 @@ def readings_of(
         np.arange(len(documents), dtype=np.int64),
         sensor_keys([d["sensor_id"] for d in documents]),
         np.array(
-            [int(datetime.fromisoformat(d["timestamp"]).timestamp() * 1000) for d in documents],
+            [
+                (datetime.fromisoformat(d["timestamp"]) - EPOCH) // timedelta(microseconds=1)
+                for d in documents
+            ],
             dtype=np.int64,
         ),
         np.array([[float(d[name]) for name in FIELDS] for d in documents], dtype=np.float64),

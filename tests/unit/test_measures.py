@@ -21,19 +21,53 @@ def _reading(timestamp: str, **fields: object) -> bytes:
     ).encode()
 
 
-def test_event_times_are_utc_milliseconds_whatever_the_offset() -> None:
-    columns, rejected = decode_batch(
-        [
-            _reading("2026-12-03T00:00:01.250Z"),
-            _reading("2026-12-03T01:00:00+01:00"),  # decoded into a dict by the codec
-            _reading("2026-12-02T23:59:59.999999Z"),
-        ],
-        1 << 20,
-    )
+MIDNIGHT_US = 1_796_256_000_000_000  # 2026-12-03T00:00:00Z
+
+
+def _event_us(*timestamps: str) -> list[int]:
+    columns, rejected = decode_batch([_reading(stamp) for stamp in timestamps], 1 << 20)
     assert rejected == []
-    found = measures(columns.documents, FIELDS)
-    midnight = 1_796_256_000_000
-    assert found.event_ms.tolist() == [midnight + 1_250, midnight, midnight - 1]
+    return measures(columns.documents, FIELDS).event_us.tolist()
+
+
+def test_event_times_are_utc_microseconds_whatever_the_offset() -> None:
+    assert _event_us(
+        "2026-12-03T00:00:01.250Z",
+        "2026-12-03T01:00:00+01:00",  # decoded into a dict by the codec
+        "2026-12-02T23:59:59.999999Z",
+        "2026-12-03T00:00:00.000100Z",
+        "2026-12-03T00:00:00.000200Z",
+    ) == [
+        MIDNIGHT_US + 1_250_000,
+        MIDNIGHT_US,
+        MIDNIGHT_US - 1,
+        MIDNIGHT_US + 100,
+        MIDNIGHT_US + 200,
+    ]
+
+
+def test_one_instant_is_one_event_time_however_it_is_spelled() -> None:
+    spellings = (
+        "2026-12-03T00:00:00.0001Z",
+        "2026-12-03T00:00:00.000100Z",
+        "2026-12-03T01:00:00.000100+01:00",
+        "2026-12-02T19:30:00.0001-04:30",
+        "2026-12-03T00:00:00.000100000Z",  # past the microsecond: read by msgspec
+        "2026-12-03t00:00:00.0001Z",  # a lowercase t: numpy cannot read it (it failed the batch)
+        "2026-12-03 00:00:00.0001Z",
+    )
+    assert _event_us(*spellings) == [MIDNIGHT_US + 100] * len(spellings)
+
+
+def test_digits_past_the_microsecond_round_as_the_codec_rounds_an_offset_spelling() -> None:
+    # msgspec rounds half up where numpy would truncate: the instant must not depend on the
+    # path a record takes (a Z timestamp kept as bytes, an offset decoded into a dict).
+    assert _event_us(
+        "2026-12-03T00:00:00.0000015Z",
+        "2026-12-03T01:00:00.0000015+01:00",
+        "2026-12-03T00:00:00.0000014999Z",
+        "2026-12-02T23:59:59.9999995Z",
+    ) == [MIDNIGHT_US + 2, MIDNIGHT_US + 2, MIDNIGHT_US + 1, MIDNIGHT_US]
 
 
 def test_a_field_that_is_not_a_finite_number_is_nan() -> None:
@@ -83,5 +117,5 @@ def test_numbers_come_through_as_floats(numbers: list[float]) -> None:
 
 def test_an_empty_batch_has_empty_columns() -> None:
     found = measures([], FIELDS)
-    assert found.event_ms.shape == (0,)
+    assert found.event_us.shape == (0,)
     assert found.values.shape == (0, 2)

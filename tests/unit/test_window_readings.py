@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from processor.config import Settings
 from processor.geo.stage import SpatialStage
 from processor.messages.jobs import BatchSpec, Framed, Job
 from processor.state.aggregates import sensor_keys
+from processor.state.windows import PartitionWindows, Readings, Verdict, WindowSpec
 from processor.workers.framing import StageThenFrame
 from processor.workers.runner import ProcessRunner, ThreadRunner
 
@@ -69,7 +70,7 @@ def number(value: Any) -> float:
 def oracle(
     values: Sequence[bytes | None], valid: Sequence[int], fields: tuple[str, ...]
 ) -> tuple[list[str], list[int], list[list[float]]]:
-    """Sensor ids, event ms and field values of rows ``valid``, one record at a time."""
+    """Sensor ids, event µs and field values of rows ``valid``, one record at a time."""
     ids, stamps, numbers = [], [], []
     for row in valid:
         raw = values[row]
@@ -77,7 +78,7 @@ def oracle(
         document = json.loads(raw)
         when = datetime.fromisoformat(document["timestamp"].replace("Z", "+00:00"))
         ids.append(document["sensor_id"])
-        stamps.append((when - EPOCH) // timedelta(milliseconds=1))
+        stamps.append((when - EPOCH) // timedelta(microseconds=1))
         numbers.append([number(document.get(name)) for name in fields])
     return ids, stamps, numbers
 
@@ -90,10 +91,10 @@ def assert_readings(
     ids, stamps, numbers = oracle(values, valid, fields)
     assert found.rows.tolist() == valid
     assert found.sensors.tolist() == sensor_keys(ids).tolist()
-    assert found.event_ms.tolist() == stamps
+    assert found.event_us.tolist() == stamps
     expected = np.array(numbers, dtype=np.float64).reshape(len(valid), len(fields))
     np.testing.assert_array_equal(found.values, expected)  # NaN where NaN
-    assert found.rows.dtype == found.event_ms.dtype == np.int64
+    assert found.rows.dtype == found.event_us.dtype == np.int64
     assert found.values.dtype == np.float64
 
 
@@ -148,6 +149,7 @@ def test_a_batch_of_dead_letters_only_has_empty_readings(stage: StageThenFrame) 
     assert_readings(framed, [b"x", None], [], FIELDS)
 
 
+ZONES = [UTC, timezone(timedelta(hours=1)), timezone(-timedelta(hours=4, minutes=30))]
 field_value = st.one_of(
     st.none(),
     st.floats(allow_nan=False, allow_infinity=False),
@@ -166,13 +168,17 @@ def batches_of_readings(draw: st.DrawFn) -> tuple[list[bytes | None], list[int]]
         if draw(st.booleans()) and row % 4 == 0:
             values.append(draw(st.sampled_from([b"{", b"[]", None])))
             continue
-        when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(
-            milliseconds=draw(st.integers(-(10**11), 10**11))
+        micros = draw(
+            st.integers(-(10**14), 10**14)
+            | st.integers(-(10**11), 10**11).map(lambda ms: ms * 1000)
         )
+        when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
         fields = {
             name: draw(field_value) for name in FIELDS[:2] if draw(st.booleans())
         }  # some missing
-        stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        zone = draw(st.sampled_from(ZONES))  # Z: kept as bytes; an offset: decoded to a dict
+        precision = "milliseconds" if micros % 1000 == 0 and draw(st.booleans()) else "auto"
+        stamp = when.astimezone(zone).isoformat(timespec=precision).replace("+00:00", "Z")
         values.append(reading(draw(st.text(min_size=1, max_size=4)), timestamp=stamp, **fields))
         valid.append(row)
     return values, valid
@@ -185,6 +191,30 @@ def test_readings_match_the_oracle(
 ) -> None:
     values, valid = batch
     assert_readings(stage.run(job(values)), values, valid, FIELDS)
+
+
+def test_the_dedup_key_is_the_instant_to_the_microsecond_not_its_spelling(
+    stage: StageThenFrame,
+) -> None:
+    stamps = [
+        "2026-11-23T00:00:00.000100Z",
+        "2026-11-23T00:00:00.000200Z",  # 100 µs later: another reading
+        "2026-11-23T01:00:00.000100+01:00",  # the first's instant
+        "2026-11-23T00:00:00.0001Z",  # the first's instant
+        "2026-11-23T00:00:00.000200000Z",  # the second's
+        "2026-11-22T19:00:00.0002-05:00",  # the second's
+        "2026-11-23T00:00:00.000201Z",
+    ]
+    values = [reading("s", timestamp=stamp, pm25=1.0) for stamp in stamps]
+    framed = stage.run(job([*values, reading("t", timestamp=stamps[0])], dedup=True))
+    found = framed.readings
+    assert found is not None
+    state = PartitionWindows(WindowSpec(60_000, 0, FIELDS, dedup=True))
+    verdicts, _ = state.apply(
+        Readings(100 + found.rows, found.sensors, found.event_us, found.values)
+    )
+    counted, duplicate = Verdict.COUNTED, Verdict.DUPLICATE
+    assert verdicts.tolist() == [counted, counted, *[duplicate] * 4, counted, counted]
 
 
 async def test_readings_cross_the_thread_and_a_worker_process() -> None:

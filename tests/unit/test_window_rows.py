@@ -21,6 +21,7 @@ from tests.unit.test_windows import (
     FIELDS,
     LATE,
     MINUTE,
+    MINUTE_US,
     T0,
     Oracle,
     Record,
@@ -65,7 +66,7 @@ def test_the_latest_row_of_each_key_restores_the_live_state(
         done += len(batch)
         restored = PartitionWindows.from_rows(spec, written)
         assert state_arrays(restored) == state_arrays(state)
-        assert restored.watermark_ms == state.watermark_ms
+        assert restored.watermark_us == state.watermark_us
 
 
 @settings(max_examples=300)
@@ -133,7 +134,7 @@ def test_release_drops_the_closed_windows_closed_before_the_commit_point_only(
     assert dict(map(tuple, arrays["closed"])) == oracle.closers
     ids = [key[:-1].decode() for key in arrays["sensors.keys"]]
     kept = zip(
-        arrays["dedup.sensor"], arrays["dedup.event_ms"], arrays["dedup.offset"], strict=True
+        arrays["dedup.sensor"], arrays["dedup.event_us"], arrays["dedup.offset"], strict=True
     )
     assert {(ids[s], event): o for s, event, o in kept} == (oracle.counted if spec.dedup else {})
 
@@ -143,7 +144,7 @@ def test_a_replayed_duplicate_of_a_closed_window_stays_a_duplicate_until_release
     records = [
         (0, "s1", T0, (1.0, 1.0)),
         (1, "s1", T0, (9.0, 9.0)),  # duplicate
-        (2, "s1", T0 + MINUTE, (1.0, 1.0)),  # closes [T0, T0 + 1 min)
+        (2, "s1", T0 + MINUTE_US, (1.0, 1.0)),  # closes [T0, T0 + 1 min)
     ]
     state = PartitionWindows(spec)
     assert state.apply(readings(records))[0].tolist() == [COUNTED, DUPLICATE, COUNTED]
@@ -161,7 +162,7 @@ def test_a_replayed_duplicate_of_a_closed_window_stays_a_duplicate_until_release
 def test_a_sensor_with_only_a_late_reading_gets_a_row_and_the_partition_row_comes_last() -> None:
     spec = WindowSpec(MINUTE, 0, FIELDS, dedup=False)
     state = PartitionWindows(spec)
-    state.apply(readings([(0, "s1", T0 + MINUTE, (1.0, 1.0))]))
+    state.apply(readings([(0, "s1", T0 + MINUTE_US, (1.0, 1.0))]))
     state.take_changes()
     state.apply(readings([(1, "s2", T0, (1.0, 1.0))]))  # late: only its offset changed
     changes = state.take_changes()
@@ -188,15 +189,42 @@ def test_rows_written_under_other_settings_or_damaged_are_refused() -> None:
         PartitionWindows.from_rows(spec, [sensor, (PARTITION_KEY, partition[1][:10])])
     with pytest.raises(StateError, match="fields"):
         PartitionWindows.from_rows(spec, [(sensor[0], sensor[1][:-1]), partition])
-    assert PartitionWindows.from_rows(spec, [sensor]).watermark_ms is None
+    assert PartitionWindows.from_rows(spec, [sensor]).watermark_us is None
     assert PartitionWindows.from_rows(spec, []).sizes().sensors == 0
 
 
 def test_a_sensor_row_packs_its_windows_and_keys_without_padding() -> None:
     spec = WindowSpec(MINUTE, 10 * MINUTE, FIELDS, dedup=True)
     state = PartitionWindows(spec)
-    state.apply(readings([(i, "s1", T0 + i * MINUTE, (1.0, 1.0)) for i in range(3)]))
+    state.apply(readings([(i, "s1", T0 + i * MINUTE_US, (1.0, 1.0)) for i in range(3)]))
     (_, value), _ = state.take_changes().pairs()
-    header, window, key = 16, 16 + 4 * 8 * len(FIELDS), 16
+    header, window, key = 20, 16 + 4 * 8 * len(FIELDS), 16
     assert len(value) == header + 3 * window + 3 * key
     assert np.frombuffer(value[:8], "<i8").tolist() == [2]
+    keys = np.frombuffer(value[-3 * key :], "<i8").reshape(3, 2)
+    assert keys.tolist() == [[T0 + i * MINUTE_US, i] for i in range(3)]  # µs, offset
+
+
+def test_rows_of_earlier_builds_with_times_in_milliseconds_are_refused() -> None:
+    """Rows as builds before event times in µs wrote them (no format: a 16-byte sensor header,
+    the partition's row starting with the window length): read as µs they would put every
+    window and watermark 1,000 times too early, so a restore must stop instead."""
+    spec = WindowSpec(MINUTE, 0, FIELDS, dedup=True)
+    t0_ms = T0 // 1000
+    window = np.zeros(1, np.dtype([("start", "<i8"), ("count", "<i8"), ("rest", "V64")]))
+    window["start"], window["count"] = t0_ms, 1
+    sensor = (
+        np.array([(0, 1, 1)], np.dtype([("a", "<i8"), ("w", "<i4"), ("k", "<i4")])).tobytes()
+        + window.tobytes()
+        + np.array([t0_ms, 0], "<i8").tobytes()
+    )
+    partition = np.array([MINUTE, 0, 1, t0_ms, 0], "<i8").tobytes() + b'["pm25", "temp"]'
+    only_late = sensor[:16].replace(b"\x01", b"\x00")  # no window, no key: a header alone
+    for rows, reason in (
+        ([(b"s1\x01", sensor), (PARTITION_KEY, partition)], "not in this build's format"),
+        ([(PARTITION_KEY, partition)], "not in this build's format"),
+        ([(b"s1\x01", sensor)], "not in this build's format"),  # no partition row yet
+        ([(b"s1\x01", only_late)], "shorter than its header"),
+    ):
+        with pytest.raises(StateError, match=reason):
+            PartitionWindows.from_rows(spec, rows)

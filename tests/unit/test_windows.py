@@ -20,16 +20,17 @@ from processor.state.windows import PartitionWindows, Readings, Verdict, WindowS
 
 COUNTED, LATE, DUPLICATE = Verdict.COUNTED, Verdict.LATE, Verdict.DUPLICATE
 FIELDS = ("pm25", "temp")
-MINUTE = 60_000
-T0 = 1_700_000_040_000  # 2023-11-14T22:14:00Z, a whole minute
+MINUTE = 60_000  # ms, as WindowSpec takes it
+MINUTE_US = 60_000_000
+T0 = 1_700_000_040_000_000  # µs: 2023-11-14T22:14:00Z, a whole minute
 
-Record = tuple[int, str, int, tuple[float, ...]]  # offset, sensor id, event ms, values
+Record = tuple[int, str, int, tuple[float, ...]]  # offset, sensor id, event µs, values
 Row = tuple[Any, ...]
 
 
 @dataclass
 class Oracle:
-    """The contract read literally, one record at a time, with dicts."""
+    """The contract read literally, one record at a time, with dicts; times in µs."""
 
     spec: WindowSpec
     max_event: int | None = None
@@ -39,17 +40,18 @@ class Oracle:
     closers: dict[int, int] = field(default_factory=dict)  # closed start -> closing offset
 
     def watermark(self) -> int | None:
-        return None if self.max_event is None else self.max_event - self.spec.lateness_ms
+        return None if self.max_event is None else self.max_event - self.spec.lateness_ms * 1000
 
     def closed(self, event: int) -> bool:
-        end = event - event % self.spec.length_ms + self.spec.length_ms
+        length = self.spec.length_ms * 1000
+        end = event - event % length + length
         watermark = self.watermark()
         return watermark is not None and end <= watermark
 
     def apply(self, record: Record) -> tuple[Verdict, list[Row]]:
         offset, sensor, event, values = record
         if offset <= self.applied.get(sensor, -1):
-            start = event - event % self.spec.length_ms
+            start = event - event % (self.spec.length_ms * 1000)
             if self.closed(event) and self.closers.get(start, -1) < offset:
                 return LATE, []
             if self.spec.dedup and self.counted[sensor, event] != offset:
@@ -67,7 +69,7 @@ class Oracle:
         return verdict, self.close()
 
     def count(self, sensor: str, event: int, values: tuple[float, ...]) -> None:
-        start = event - event % self.spec.length_ms
+        start = event - event % (self.spec.length_ms * 1000)
         n = len(self.spec.fields)
         window = self.windows.setdefault(
             (sensor, start), [0, [0] * n, [0.0] * n, [math.inf] * n, [-math.inf] * n]
@@ -95,7 +97,7 @@ class Oracle:
                 (c, t / c, lo, hi) if c else (0, None, None, None)
                 for c, t, lo, hi in zip(counts, totals, lows, highs, strict=True)
             )
-            rows.append((sensor, start, start + self.spec.length_ms, count, stats))
+            rows.append((sensor, start, start + self.spec.length_ms * 1000, count, stats))
         return rows
 
     def release(self, commit: int) -> None:
@@ -104,7 +106,8 @@ class Oracle:
         self.counted = {
             (sensor, event): o
             for (sensor, event), o in self.counted.items()
-            if not self.closed(event) or event - event % self.spec.length_ms in self.closers
+            if not self.closed(event)
+            or event - event % (self.spec.length_ms * 1000) in self.closers
         }
 
 
@@ -130,7 +133,7 @@ def as_rows(aggregates: Aggregates) -> list[Row]:
                 strict=True,
             )
         )
-        start, end = int(aggregates.start_ms[i]), int(aggregates.end_ms[i])
+        start, end = int(aggregates.start_us[i]), int(aggregates.end_us[i])
         rows.append((sensor, start, end, int(aggregates.count[i]), stats))
     return rows
 
@@ -194,12 +197,15 @@ specs = st.builds(
     fields=st.just(FIELDS),
     dedup=st.booleans(),
 )
+SUB_MS = [0, 1, 999]
 value = st.one_of(st.just(math.nan), st.floats(-1e6, 1e6, allow_nan=False))
 record_lists = st.lists(
     st.tuples(
         st.integers(1, 3),  # offset gap
         st.sampled_from(["a", "b", "a\x00", "é"]),
-        st.integers(-25, 90),  # out of order: many late readings, many repeated timestamps
+        # µs, out of order: many late readings, many repeated timestamps, and some a µs or
+        # a ms less one apart (the windows are 7 or 10 ms long)
+        st.builds(lambda ms, us: ms * 1000 + us, st.integers(-25, 90), st.sampled_from(SUB_MS)),
         st.tuples(value, value),
     ),
     max_size=60,
@@ -229,7 +235,7 @@ def test_two_batchings_leave_the_same_state(
     run(two, records, other)
     run_oracle(oracle, records)
     assert state_arrays(one) == state_arrays(two)
-    assert one.watermark_ms == two.watermark_ms == oracle.watermark()
+    assert one.watermark_us == two.watermark_us == oracle.watermark()
 
 
 @settings(max_examples=200)
@@ -261,7 +267,7 @@ def test_re_reading_after_a_restore_at_any_batch_changes_nothing_twice(
 
 def test_windows_align_to_the_epoch_and_a_reading_at_the_end_opens_the_next() -> None:
     state = PartitionWindows(WindowSpec(MINUTE, 0, FIELDS, dedup=False))
-    at = [T0 + 1, T0 + MINUTE - 1, T0 + MINUTE, T0 + 2 * MINUTE]
+    at = [T0 + 1, T0 + MINUTE_US - 1, T0 + MINUTE_US, T0 + 2 * MINUTE_US]
     verdicts, closed = state.apply(
         readings([(i, "s1", t, (float(i), 1.0)) for i, t in enumerate(at)])
     )
@@ -276,21 +282,21 @@ def test_windows_align_to_the_epoch_and_a_reading_at_the_end_opens_the_next() ->
 def test_a_watermark_equal_to_the_end_closes_the_window_and_not_before() -> None:
     state = PartitionWindows(WindowSpec(MINUTE, 10_000, FIELDS, dedup=False))
     _, closed = state.apply(readings([(0, "s1", T0, (1.0, 1.0))]))
-    _, closed = state.apply(readings([(1, "s2", T0 + MINUTE + 9_999, (1.0, 1.0))]))
+    _, closed = state.apply(readings([(1, "s2", T0 + MINUTE_US + 9_999_999, (1.0, 1.0))]))
     assert len(closed) == 0
-    assert state.watermark_ms == T0 + MINUTE - 1
-    _, closed = state.apply(readings([(2, "s2", T0 + MINUTE + 10_000, (1.0, 1.0))]))
-    assert state.watermark_ms == T0 + MINUTE
+    assert state.watermark_us == T0 + MINUTE_US - 1
+    _, closed = state.apply(readings([(2, "s2", T0 + MINUTE_US + 10_000_000, (1.0, 1.0))]))
+    assert state.watermark_us == T0 + MINUTE_US
     assert [(r["sensor_id"], r["count"]) for r in closed.rows()] == [("s1", 1)]
 
 
 def test_a_reading_within_the_lateness_counts_and_one_after_the_close_is_late() -> None:
     state = PartitionWindows(WindowSpec(MINUTE, 10_000, FIELDS, dedup=False))
     records = [
-        (0, "s1", T0 + MINUTE + 5_000, (1.0, 1.0)),  # watermark now T0 + 55 s
-        (1, "s1", T0 + 30_000, (2.0, 2.0)),  # its window is still open: counted
-        (2, "s1", T0 + MINUTE + 10_000, (3.0, 3.0)),  # watermark T0 + 60 s: closes [T0, +60)
-        (3, "s1", T0 + 59_999, (4.0, 4.0)),  # late
+        (0, "s1", T0 + MINUTE_US + 5_000_000, (1.0, 1.0)),  # watermark now T0 + 55 s
+        (1, "s1", T0 + 30_000_000, (2.0, 2.0)),  # its window is still open: counted
+        (2, "s1", T0 + MINUTE_US + 10_000_000, (3.0, 3.0)),  # watermark T0 + 60 s: closes it
+        (3, "s1", T0 + MINUTE_US - 1, (4.0, 4.0)),  # late
     ]
     verdicts, closed = state.apply(readings(records))
     assert verdicts.tolist() == [COUNTED, COUNTED, COUNTED, LATE]
@@ -302,7 +308,7 @@ def test_dedup_refuses_a_repeated_timestamp_while_its_window_is_open_only() -> N
         (0, "s1", T0, (1.0, 1.0)),
         (1, "s1", T0, (9.0, 9.0)),  # duplicate
         (2, "s2", T0, (1.0, 1.0)),  # another sensor: counted
-        (3, "s1", T0 + MINUTE, (1.0, 1.0)),  # closes s1's and s2's first windows
+        (3, "s1", T0 + MINUTE_US, (1.0, 1.0)),  # closes s1's and s2's first windows
         (4, "s1", T0, (1.0, 1.0)),  # its window closed: late, not duplicate
     ]
     deduped, closed = PartitionWindows(WindowSpec(MINUTE, 0, FIELDS, dedup=True)).apply(
@@ -316,7 +322,7 @@ def test_dedup_refuses_a_repeated_timestamp_while_its_window_is_open_only() -> N
 
 def test_a_missing_value_is_not_counted_for_its_field_but_the_reading_is() -> None:
     state = PartitionWindows(WindowSpec(MINUTE, 0, FIELDS, dedup=False))
-    records = [(0, "s1", T0, (math.nan, 1.0)), (1, "s1", T0 + MINUTE, (1.0, 1.0))]
+    records = [(0, "s1", T0, (math.nan, 1.0)), (1, "s1", T0 + MINUTE_US, (1.0, 1.0))]
     _, closed = state.apply(readings(records))
     (row,) = closed.rows()
     assert row["count"] == 1
@@ -327,18 +333,42 @@ def test_sensor_ids_are_kept_apart_byte_for_byte() -> None:
     state = PartitionWindows(WindowSpec(MINUTE, 0, FIELDS, dedup=False))
     ids = ["a", "a\x00", "é", "a" * 128]
     records = [(i, s, T0, (1.0, 1.0)) for i, s in enumerate(ids)]
-    _, closed = state.apply(readings([*records, (9, "b", T0 + MINUTE, (1.0, 1.0))]))
+    _, closed = state.apply(readings([*records, (9, "b", T0 + MINUTE_US, (1.0, 1.0))]))
     assert sorted(r["sensor_id"] for r in closed.rows()) == sorted(ids)
+
+
+def test_dedup_keys_are_instants_to_the_microsecond() -> None:
+    records = [
+        (0, "s1", T0 + 100, (1.0, 1.0)),
+        (1, "s1", T0 + 200, (2.0, 2.0)),  # within the same millisecond: another reading
+        (2, "s1", T0 + 100, (9.0, 9.0)),  # the first one's instant again: a duplicate
+        (3, "s1", T0 + MINUTE_US, (1.0, 1.0)),
+    ]
+    state = PartitionWindows(WindowSpec(MINUTE, 0, FIELDS, dedup=True))
+    verdicts, closed = state.apply(readings(records))
+    assert verdicts.tolist() == [COUNTED, COUNTED, DUPLICATE, COUNTED]
+    assert [(r["count"], r["fields"]["pm25"]["max"]) for r in closed.rows()] == [(2, 2.0)]
 
 
 def test_bounds_that_are_not_whole_seconds_are_written_to_the_millisecond() -> None:
     state = PartitionWindows(WindowSpec(1_500, 0, FIELDS, dedup=False))
-    _, closed = state.apply(readings([(0, "s1", 0, (1.0, 1.0)), (1, "s1", 1_500, (1.0, 1.0))]))
+    records = [(0, "s1", 999, (1.0, 1.0)), (1, "s1", 1_500_000, (1.0, 1.0))]
+    _, closed = state.apply(readings(records))
     (row,) = closed.rows()
     assert (row["window_start"], row["window_end"]) == (
         "1970-01-01T00:00:00.000Z",
         "1970-01-01T00:00:01.500Z",
     )
+
+
+def test_bounds_that_are_not_whole_milliseconds_are_written_to_the_microsecond() -> None:
+    windows = OpenWindows.new(np.zeros(2, np.int64), np.array([0, 1_500_000]), len(FIELDS))
+    windows.count[:] = 1
+    closed = Aggregates.closed(FIELDS, sensor_keys(["s1"]), windows, 2_000_250)
+    assert [(r["window_start"], r["window_end"]) for r in closed.rows()] == [
+        ("1970-01-01T00:00:00.000000Z", "1970-01-01T00:00:02.000250Z"),
+        ("1970-01-01T00:00:01.500000Z", "1970-01-01T00:00:03.500250Z"),
+    ]
 
 
 def test_a_batch_out_of_offset_order_is_refused() -> None:
