@@ -47,7 +47,7 @@ class Committer(Generic[P]):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._consumer = consumer
-        self._trackers = trackers
+        self.trackers = trackers  # each owned partition's set-up
         self._stats = stats
         self._floor_s = floor_s
         self._sleep = sleep
@@ -99,7 +99,7 @@ class Committer(Generic[P]):
 
     def _due(self, only: set[P] | None) -> dict[P, int]:
         offsets: dict[P, int] = {}
-        for tp, tracker in self._trackers.items():
+        for tp, tracker in self.trackers.items():
             if only is not None and tp not in only:
                 continue
             point = tracker.commit_point()
@@ -120,7 +120,7 @@ class Committer(Generic[P]):
         positions: dict[tuple[str, int], int] = {}
         committed: dict[tuple[str, int], int] = {}
         ends: dict[tuple[str, int], int] = {}
-        for tp, tracker in self._trackers.items():
+        for tp, tracker in self.trackers.items():
             key = _key(tp)
             if tracker.high_water >= 0:
                 positions[key] = tracker.high_water

@@ -25,6 +25,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +42,8 @@ from processor.core.rebalance import Rebalance
 from processor.core.spill import SpillStore
 from processor.core.staging import Staging
 from processor.core.stats import Stats
-from processor.core.windowing import Windowing
-from processor.errors import ConfigError, ProcessorError, UndecodableBatchError
-from processor.state.store import LocalStore
-from processor.state.windows import WindowSpec
+from processor.core.windowing import Windowing, windowing_for
+from processor.errors import ProcessorError, UndecodableBatchError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class Processor:
         committer = Committer(
             connection.consumer, self.trackers, self.stats, settings.commit_interval_s
         )
-        windowing = self._windowing(connection, committer)
+        windowing = windowing_for(settings, connection.state, self.stage, committer, self.stats)
         staging = Staging(
             self.buffer,
             self.stage,
@@ -159,48 +158,16 @@ class Processor:
         self._parts = _Parts(connection, admission, rebalance, staging, committer, windowing)
         return self._parts
 
-    def _windowing(
-        self, connection: Connection, committer: Committer[TopicPartition]
-    ) -> Windowing | None:
-        """The window state, when ``PROCESSOR_WINDOW`` is set (raises StateError for a state
-        directory it cannot use)."""
-        settings = self.settings
-        if settings.window is None:
-            return None
-        if connection.state is None:
-            raise ConfigError(
-                "invalid setting PROCESSOR_WINDOW: the connection has no state topics"
-            )
-        spec = WindowSpec(
-            settings.window, settings.allowed_lateness, settings.aggregate_fields, settings.dedup
-        )
-        store = LocalStore(settings.state_dir)
-        return Windowing(
-            spec,
-            connection.state,
-            store,
-            self.stage,
-            trackers=self.trackers,
-            committed=committer.committed,
-            stats=self.stats,
-        )
-
     # The listener the connector subscribes with: the parts exist by the first rebalance.
 
     # The Kafka client logs and swallows a listener's exception, so a failed set-up (a window
     # state that cannot be restored) would leave a partition silently unprocessed: stop.
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        try:
-            await self.parts.rebalance.on_revoked(revoked)
-        except Exception as exc:
-            self._rebalance_failed(exc)
+        await _guarded(self.parts.rebalance.on_revoked(revoked), self._rebalance_failed)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        try:
-            await self.parts.rebalance.on_assigned(assigned)
-        except Exception as exc:
-            self._rebalance_failed(exc)
+        await _guarded(self.parts.rebalance.on_assigned(assigned), self._rebalance_failed)
 
     def _rebalance_failed(self, error: Exception) -> None:
         if self.stopping:  # the drain closed the clients under it: nothing is set up, or lost
@@ -336,6 +303,13 @@ class _Parts:
     staging: Staging
     committer: Committer[TopicPartition]
     windowing: Windowing | None
+
+
+async def _guarded(step: Awaitable[None], failed: Callable[[Exception], None]) -> None:
+    try:
+        await step
+    except Exception as exc:
+        failed(exc)
 
 
 def _left(deadline: float) -> float:

@@ -27,11 +27,13 @@ from typing import Any, TypeVar
 import msgspec
 import numpy as np
 
+from processor.config import Settings
 from processor.core.buffer import Chunk
+from processor.core.commits import Committer
 from processor.core.offsets import OffsetTracker
 from processor.core.ports import Row, Stage, Staged, StateTopics, TopicPartition
 from processor.core.stats import Stats
-from processor.errors import DeliveryFailedError
+from processor.errors import ConfigError, DeliveryFailedError
 from processor.messages.codec import DeadLetterCode, RecordLike
 from processor.state.aggregates import Aggregates
 from processor.state.rows import ChangedRows
@@ -262,3 +264,31 @@ class Windowing:
 def _records(aggregates: Aggregates) -> list[tuple[bytes, bytes]]:
     """Closed windows as the aggregates topic's records: keyed by sensor id, JSON values."""
     return [(row["sensor_id"].encode(), _encode(row)) for row in aggregates.rows()]
+
+
+def windowing_for(
+    settings: Settings,
+    topics: StateTopics | None,
+    stage: Stage,
+    committer: Committer[TopicPartition],
+    stats: Stats,
+) -> Windowing | None:
+    """The window state ``settings`` ask for (None: ``PROCESSOR_WINDOW`` unset), on the
+    partitions ``committer`` commits; raises StateError for a state directory it cannot
+    use."""
+    if settings.window is None:
+        return None
+    if topics is None:
+        raise ConfigError("invalid setting PROCESSOR_WINDOW: the connection has no state topics")
+    spec = WindowSpec(
+        settings.window, settings.allowed_lateness, settings.aggregate_fields, settings.dedup
+    )
+    return Windowing(
+        spec,
+        topics,
+        LocalStore(settings.state_dir),
+        stage,
+        trackers=committer.trackers,
+        committed=committer.committed,
+        stats=stats,
+    )
