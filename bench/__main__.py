@@ -56,7 +56,11 @@ def parse(argv: Sequence[str] | None) -> Options:
         help="a processor setting for the processor, scale and burst runs (e.g. linger_ms=0)",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="one extra processor run under py-spy"
+        "--profile",
+        nargs="?",
+        const="processor",
+        metavar="SCENARIO",
+        help="one extra run of SCENARIO (default processor) under py-spy",
     )
     parser.add_argument(
         "--input-compression",
@@ -87,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta, runs, stacks = asyncio.run(run_all(options))
     costs = top_costs(stacks) if stacks is not None else None
     if costs is not None:
-        (options.out / "profile-processor.md").write_text(costs)
+        (options.out / f"profile-{options.profile}.md").write_text(costs)
         print(costs)
     result = write(options.out, meta, runs, options.scenarios, costs)
     print(f"wrote {options.out / 'results.json'} and {options.out / 'results.png'}")

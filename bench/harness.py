@@ -80,7 +80,7 @@ class Options:
     raw_max_records: int = 20_000
     raw_in_flight: int = 1
     settings: tuple[tuple[str, str], ...] = ()  # PROCESSOR_* overrides of the processor runs
-    profile: bool = False
+    profile: str | None = None  # the scenario to run once more under py-spy
     input_compression: str = "none"  # codec of the preloaded input batches
 
 
@@ -401,8 +401,8 @@ def _py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-async def profile(ctx: Context, out: Path) -> Path | None:
-    """One extra ``processor`` run (not counted) with py-spy attached from its first commit
+async def profile(ctx: Context, name: str, out: Path) -> Path | None:
+    """One extra run of scenario ``name`` (not counted) with py-spy attached from its first commit
     on, so start-up and the group join stay out of the profile. ``--gil`` keeps only samples
     of the thread holding the GIL: Python CPU time, whichever thread spends it. Returns the
     collapsed stacks."""
@@ -410,7 +410,7 @@ async def profile(ctx: Context, out: Path) -> Path | None:
     if spy is None:
         print("profile: py-spy not found (pip install py-spy)", file=sys.stderr)
         return None
-    stacks = out / "profile-processor.txt"
+    stacks = out / f"profile-{name}.txt"
     recorders: list[asyncio.subprocess.Process] = []
 
     async def attach(pids: list[int]) -> None:
@@ -435,7 +435,7 @@ async def profile(ctx: Context, out: Path) -> Path | None:
             )
         )
 
-    run = await run_once(ctx, "processor", -1, attach)
+    run = await run_once(ctx, name, -1, attach)
     for recorder in recorders:
         await asyncio.wait_for(recorder.wait(), STOP_TIMEOUT_S)
     if "error" in run or not recorders:
@@ -468,7 +468,7 @@ async def run_all(options: Options) -> tuple[dict[str, Any], list[dict[str, Any]
                 run = await run_once(ctx, name, repeat)
                 runs.append(run)
                 print(_line(run), flush=True)
-        stacks = await profile(ctx, options.out) if options.profile else None
+        stacks = await profile(ctx, options.profile, options.out) if options.profile else None
     meta = {
         "records": options.records,
         "partitions": options.partitions,

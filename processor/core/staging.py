@@ -120,9 +120,7 @@ class Staging:
             windowed = None
             try:
                 if self._windowing is not None:
-                    staged, windowed = await self._windowing.apply(
-                        batch.chunks, batch.records, staged
-                    )
+                    staged, windowed = await self._windowing.apply(batch.chunks, staged)
                 acked = await self._outputs.send(staged)
             except DeliveryFailedError as exc:
                 self._failed(batch, staged, windowed, exc)

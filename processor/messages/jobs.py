@@ -108,7 +108,8 @@ class PointReadings:
     """What the window state needs of a job's points (valid rows only, dead letters never),
     by point, in input row order: numpy columns, which pickle as one buffer each."""
 
-    rows: npt.NDArray[np.int64]  # input row of each point: the job's columns give its offset
+    rows: npt.NDArray[np.int64]  # input row of each point
+    offsets: npt.NDArray[np.int64]  # its input record's offset (of the row's partition)
     sensors: npt.NDArray[np.bytes_]  # processor.state.aggregates.sensor_keys of the points
     event_us: npt.NDArray[np.int64]  # UTC epoch microseconds
     values: npt.NDArray[np.float64]  # (points, fields), NaN: missing or not a finite number

@@ -50,8 +50,10 @@ class Framer:
         codes = Counter(code.value for code in computed.codes)
         framed = Framed(points, letters, len(computed.values), codes)
         if computed.measures is not None:
+            rows = np.array(computed.rows, dtype=np.int64)
             framed.readings = PointReadings(
-                np.array(computed.rows, dtype=np.int64),
+                rows,
+                np.array(job.columns.offsets, dtype=np.int64)[rows],
                 encoded_sensor_keys(computed.keys),
                 computed.measures.event_us,
                 computed.measures.values,

@@ -67,6 +67,7 @@ def readings_of(
     documents = [json.loads(record.value) for record in records]
     return PointReadings(
         np.arange(len(documents), dtype=np.int64),
+        np.array([record.offset for record in records], dtype=np.int64),
         sensor_keys([d["sensor_id"] for d in documents]),
         np.array(
             [

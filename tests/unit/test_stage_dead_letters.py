@@ -328,7 +328,7 @@ def test_the_framer_needs_dedup() -> None:
 
 async def test_the_counting_stage_moves_counts_and_gives_the_readings_it_is_given() -> None:
     given_readings = PointReadings(
-        np.arange(3), np.array([b"s"] * 3), np.zeros(3, np.int64), np.zeros((3, 1))
+        np.arange(3), np.arange(3), np.array([b"s"] * 3), np.zeros(3, np.int64), np.zeros((3, 1))
     )
     made: list[tuple[Any, Any]] = []
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from processor.config import Settings
+from processor.core import windowing
 from processor.core.memory import MemoryProbe
 from processor.core.pipeline import Processor
 from processor.core.ports import TopicPartition
+from processor.state.store import LocalStore
 from tests.support.memory_broker import (
     CountingStage,
     MemoryBroker,
@@ -243,3 +245,51 @@ async def test_a_stop_in_the_middle_of_a_restore_is_a_clean_stop(tmp_path: Path)
     processor.stop()
     assert await running == 0
     assert processor.stats.published == 0
+
+
+def _count_store_writes(monkeypatch: Any) -> list[int]:
+    """The number of rows of each local store write, from now on."""
+    writes: list[int] = []
+    write = LocalStore.write
+
+    def counted(self: LocalStore, topic: str, partition: int, rows: Any, meta: bytes) -> None:
+        writes.append(len(rows))
+        write(self, topic, partition, rows, meta)
+
+    monkeypatch.setattr(LocalStore, "write", counted)
+    return writes
+
+
+async def test_the_local_store_takes_acknowledged_rows_once_a_second_and_at_the_stop(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    broker, topics = MemoryBroker(), MemoryStateTopics()
+    _produce(broker, _minute(0, [1, 2], "s1") + _minute(0, [3], "s2"))
+    writes = _count_store_writes(monkeypatch)
+    monkeypatch.setattr(windowing, "STORE_EVERY_S", 3600.0)
+    processor = _processor(tmp_path, _connection(broker, topics), batch_max_records=1)
+    running = asyncio.create_task(processor.run())
+    await until(lambda: broker.group_offsets.get(A) == 3, what="every batch committed")
+    # Every batch saved to the changelog (committed), none yet to the local store.
+    assert topics.writes
+    assert writes == []
+    processor.stop()
+    assert await running == 0
+    assert writes == [3]  # both sensors' rows and the partition's, once, at the stop
+    # A restart finds them there: it reads the changelog only past them.
+    _produce(broker, _minute(1, [4], "s1"))
+    await _run_to_end(_processor(tmp_path, _connection(broker, topics)), broker)
+    assert topics.reads[-1] == (A, len(topics.changelog[A]) - 2)
+    assert [(a["sensor_id"], a["count"]) for a in topics.published()] == [("s1", 2), ("s2", 1)]
+
+
+async def test_with_no_interval_the_local_store_takes_each_save(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    broker, topics = MemoryBroker(), MemoryStateTopics()
+    _produce(broker, _minute(0, [1, 2], "s1") + _minute(0, [3], "s2"))
+    writes = _count_store_writes(monkeypatch)
+    monkeypatch.setattr(windowing, "STORE_EVERY_S", 0.0)
+    processor = _processor(tmp_path, _connection(broker, topics), batch_max_records=1)
+    await _run_to_end(processor, broker)
+    assert sum(writes) == sum(len(keys) for keys in topics.writes)
