@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 from processor.state.aggregates import sensor_keys
-from processor.state.windows import PartitionWindows, Readings, WindowSpec
+from processor.state.spec import Readings, WindowSpec
+from processor.state.windows import PartitionWindows
 
 
 def stream(sensors: int, minutes: float, every_s: float, seed: int) -> Readings:

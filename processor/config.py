@@ -199,8 +199,9 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(
         0.1,
         gt=0,
-        description="Shortest time between offset commits; a commit goes out as soon as "
-        "finished work moves a commit point, so a crash repeats little",
+        description="Shortest time between offset commits (windows on: and between writes "
+        "of the window state's changelog); a commit goes out as soon as finished work moves "
+        "a commit point, so a crash repeats little",
     )
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Drain deadline on SIGTERM")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 disables)")

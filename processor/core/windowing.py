@@ -8,9 +8,9 @@ dead letters (through the stage, which framed the points), queues the closed win
 aggregates and serializes the rows of the sensors it changed. :meth:`Windowing.persist`, after
 the batch's points and dead letters were acknowledged, waits for the aggregates and for the
 batch before it and writes the rows to the changelog; once they are acknowledged the batch's
-offsets may be finished (the local store copies the acknowledged rows once a second). A batch whose partition was revoked (or
-assigned again) since it was fetched leaves the state alone: the partition's new owner reads
-its records again.
+offsets may be finished (the local store copies the acknowledged rows once a second). A batch
+whose partition was revoked (or assigned again) since it was fetched leaves the state alone:
+the partition's new owner reads its records again.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from processor.errors import ConfigError, DeliveryFailedError, StateError
 from processor.messages.codec import DeadLetterCode
 from processor.state.aggregates import Aggregates
 from processor.state.rows import ChangedRows
+from processor.state.spec import Readings, Verdict, WindowSpec
 from processor.state.store import LocalStore
-from processor.state.windows import PartitionWindows, Readings, Verdict, WindowSpec
+from processor.state.windows import PartitionWindows
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,10 +77,13 @@ class Windowing:
         trackers: Mapping[TopicPartition, OffsetTracker],
         committed: Mapping[TopicPartition, int],
         stats: Stats,
+        save_every_s: float = 0.0,
     ) -> None:
         """``trackers``: each owned partition's live set-up (a batch fetched under another is
         stale); ``committed``: what this member committed per partition (closed windows
-        before it are released)."""
+        before it are released); ``save_every_s``: the least time between two changelog
+        writes (the batches acknowledged meanwhile are saved together, each sensor's row
+        once)."""
         self._spec = spec
         self._topics = topics
         self._store = store
@@ -90,6 +94,8 @@ class Windowing:
         self._windows: dict[TopicPartition, PartitionWindows] = {}
         self._unsaved: deque[WindowedBatch] = deque()  # in the order they were applied
         self._saving = asyncio.Lock()
+        self._save_every_s = save_every_s
+        self._saved_at = 0.0
         self._failed = False
         self._store_lock = asyncio.Lock()
         #: Rows the changelog acknowledged that the local store has not taken yet, and the
@@ -206,6 +212,10 @@ class Windowing:
                 raise
         batch.ready = True
         async with self._saving:
+            pause = self._saved_at + self._save_every_s - time.monotonic()
+            if pause > 0 and not batch.persisted.is_set():
+                await asyncio.sleep(pause)  # the batches acknowledged meanwhile join this save
+            self._saved_at = time.monotonic()
             ready = []
             while self._unsaved and self._unsaved[0].ready and not self._failed:
                 ready.append(self._unsaved.popleft())
@@ -327,4 +337,5 @@ def windowing_for(
         trackers=committer.trackers,
         committed=committer.committed,
         stats=stats,
+        save_every_s=settings.commit_interval_s,
     )

@@ -39,7 +39,8 @@ class Aggregates:
     """Windows that closed, ordered by start then sensor key (the order they close in, so the
     same readings give the same sequence however they were batched). Per field ``(n, fields)``
     columns; a field with no value counted has count 0 and NaN mean, min and max. Bounds in
-    UTC epoch microseconds."""
+    UTC epoch microseconds. ``nowcast``: by aggregate, the NowCast of each pollutant that has
+    one (hourly windows of pm25 or pm10, else None)."""
 
     fields: tuple[str, ...]
     sensors: Keys
@@ -50,6 +51,7 @@ class Aggregates:
     mean: F64
     minimum: F64
     maximum: F64
+    nowcast: list[dict[str, Any]] | None = None
 
     @classmethod
     def closed(
@@ -88,7 +90,7 @@ class Aggregates:
         """The aggregates topic's values: ``window_start``/``window_end`` in RFC 3339 UTC with
         ``Z``, in whole seconds when every bound is one, else milliseconds when every bound is
         a whole one, else microseconds; a field with no value counted in the window is left
-        out of ``fields``."""
+        out of ``fields``; ``nowcast`` only where a pollutant has one."""
         bounds = np.concatenate((self.start_us, self.end_us))
         unit: Literal["s", "ms", "us"] = "s"
         if (bounds % 1000).any():
@@ -99,7 +101,7 @@ class Aggregates:
         starts, ends = text[: len(self)].tolist(), text[len(self) :].tolist()
         counts, field_counts = self.count.tolist(), self.field_count.tolist()
         means, lows, highs = self.mean.tolist(), self.minimum.tolist(), self.maximum.tolist()
-        return [
+        rows = [
             {
                 "sensor_id": sensor,
                 "window_start": starts[i],
@@ -118,3 +120,8 @@ class Aggregates:
             }
             for i, sensor in enumerate(sensor_ids(self.sensors))
         ]
+        if self.nowcast is not None:
+            for row, nowcast in zip(rows, self.nowcast, strict=True):
+                if nowcast:
+                    row["nowcast"] = nowcast
+        return rows

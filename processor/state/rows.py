@@ -3,10 +3,11 @@ the partition (key :data:`PARTITION_KEY`), packed and unpacked for many sensors 
 
 A sensor's value holds all of its state, so whatever is persisted about it is consistent in
 itself (docs/state.md): a 20-byte header (applied offset, format, open windows, dedup keys),
-then its windows' records, then its dedup keys' records, little-endian; window starts and
-event times in microseconds. Each kind of record is packed for all the batch's sensors by
-one structured array's ``tobytes``, and cut per sensor: the Python work is a few slices a
-sensor, none per window, key or field.
+with hourly windows of NowCast pollutants its recent hourly means, then its windows' records,
+then its dedup keys' records, little-endian; window starts and event times in microseconds.
+Each kind of record is packed for all the batch's sensors by one structured array's
+``tobytes``, and cut per sensor: the Python work is a few slices a sensor, none per window,
+key or field.
 """
 
 from __future__ import annotations
@@ -20,20 +21,28 @@ import numpy as np
 
 from processor.durations import format_ms
 from processor.errors import StateError
-from processor.state.tables import I64, DedupKeys, Keys, OpenWindows
+from processor.state.tables import (
+    F64,
+    I64,
+    NO_HOUR,
+    RECENT_HOURS,
+    DedupKeys,
+    Keys,
+    OpenWindows,
+)
 
 # Sensor keys end with KEY_END (aggregates.sensor_keys), so no sensor key is empty.
 PARTITION_KEY = b""
 Row = tuple[bytes, bytes]
 
 #: The rows' format, first in the partition's row and after the applied offset in a
-#: sensor's: event times in microseconds. Negative, where rows of earlier builds (times in
+#: sensor's: -3, windows count the values quality control flagged and sensors keep hourly
+#: means (-2: event times in microseconds). Negative, where rows of the first builds (times in
 #: milliseconds, no format) had the window length or a count: theirs are refused, not misread.
-_FORMAT = -2
+_FORMAT = -3
 _FORMAT_ERROR = (
-    "the saved window state is not in this build's format (earlier builds saved event times "
-    "in milliseconds): start the state over (delete the changelog topic and "
-    "PROCESSOR_STATE_DIR)"
+    "the saved window state is not in this build's format (it was saved by an earlier "
+    "build): start the state over (delete the changelog topic and PROCESSOR_STATE_DIR)"
 )
 _HEADER = np.dtype([("applied", "<i8"), ("format", "<i4"), ("windows", "<i4"), ("keys", "<i4")])
 _KEY = np.dtype([("event_us", "<i8"), ("offset", "<i8")])
@@ -52,8 +61,17 @@ def _window_dtype(n_fields: int) -> np.dtype[np.void]:
             ("total", "<f8", per_field),
             ("low", "<f8", per_field),
             ("high", "<f8", per_field),
+            ("suspect", "<i8", per_field),
+            ("failed", "<i8", per_field),
         ]
     )
+
+
+def _recent_dtype(pollutants: int) -> np.dtype[np.void]:
+    """A sensor's recent hourly means (none without NowCast pollutants)."""
+    if not pollutants:
+        return np.dtype([])
+    return np.dtype([("hour", "<i8"), ("hourly", "<f8", (pollutants, RECENT_HOURS))])
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +92,13 @@ class ChangedRows:
 
 
 class SensorState(NamedTuple):
-    """Sensors' state unpacked: ``windows.sensor`` and ``dedup.sensor`` index ``keys``."""
+    """Sensors' state unpacked: ``windows.sensor`` and ``dedup.sensor`` index ``keys``;
+    ``hour`` and ``hourly`` as :class:`~processor.state.tables.Sensors` has them."""
 
     keys: Keys
     applied: I64
+    hour: I64
+    hourly: F64
     windows: OpenWindows
     dedup: DedupKeys
 
@@ -91,6 +112,10 @@ def pack_sensors(state: SensorState) -> list[Row]:
     """One row per key; ``windows`` and ``dedup`` sorted by sensor (then start, event)."""
     n = state.keys.size
     window_dtype = _window_dtype(state.windows.field_count.shape[1])
+    recent_dtype = _recent_dtype(state.hourly.shape[1])
+    recent = np.empty(n, dtype=recent_dtype)
+    if recent_dtype.itemsize:
+        recent["hour"], recent["hourly"] = state.hour, state.hourly
     n_windows = np.bincount(state.windows.sensor, minlength=n)
     n_keys = np.bincount(state.dedup.sensor, minlength=n)
     header = np.empty(n, dtype=_HEADER)
@@ -101,30 +126,41 @@ def pack_sensors(state: SensorState) -> list[Row]:
         windows[name] = getattr(state.windows, name)
     keys = np.empty(state.dedup.sensor.size, dtype=_KEY)
     keys["event_us"], keys["offset"] = state.dedup.event_us, state.dedup.offset
-    headers, window_ends, key_ends = (
-        _cut(header.tobytes(), np.ones(n, dtype=np.int64), _HEADER),
+    one = np.ones(n, dtype=np.int64)
+    headers, recents, window_ends, key_ends = (
+        _cut(header.tobytes(), one, _HEADER),
+        _cut(recent.tobytes(), one, recent_dtype),
         _cut(windows.tobytes(), n_windows, window_dtype),
         _cut(keys.tobytes(), n_keys, _KEY),
     )
-    values = [b"".join(parts) for parts in zip(headers, window_ends, key_ends, strict=True)]
+    values = [
+        b"".join(parts) for parts in zip(headers, recents, window_ends, key_ends, strict=True)
+    ]
     return list(zip(state.keys.tolist(), values, strict=True))
 
 
-def unpack_sensors(keys: Keys, values: list[bytes], n_fields: int) -> SensorState:
+def unpack_sensors(
+    keys: Keys, values: list[bytes], n_fields: int, pollutants: int = 0
+) -> SensorState:
     """The state of sensors from their values (in ``keys`` order); :class:`StateError` if a
-    value is not what :func:`pack_sensors` writes for ``n_fields`` fields."""
-    window_dtype = _window_dtype(n_fields)
+    value is not what :func:`pack_sensors` writes for ``n_fields`` fields and ``pollutants``
+    NowCast pollutants."""
+    window_dtype, recent_dtype = _window_dtype(n_fields), _recent_dtype(pollutants)
     size = np.array([len(value) for value in values], dtype=np.int64)
     if (size < _HEADER.itemsize).any():
         raise StateError("a sensor's saved window state is shorter than its header")
-    head = _HEADER.itemsize
-    header = np.frombuffer(b"".join([value[:head] for value in values]), dtype=_HEADER)
+    start = _HEADER.itemsize
+    header = np.frombuffer(b"".join([value[:start] for value in values]), dtype=_HEADER)
     if (header["format"] != _FORMAT).any():
         raise StateError(_FORMAT_ERROR)
+    head = start + recent_dtype.itemsize
     n_windows, n_keys = header["windows"].astype(np.int64), header["keys"].astype(np.int64)
     expected = head + n_windows * window_dtype.itemsize + n_keys * _KEY.itemsize
     if (n_windows < 0).any() or (n_keys < 0).any() or (expected != size).any():
-        raise StateError(f"a sensor's saved window state does not hold {n_fields} fields")
+        raise StateError(
+            f"a sensor's saved window state does not hold {n_fields} fields and "
+            f"{pollutants} NowCast pollutants"
+        )
     split = (head + n_windows * window_dtype.itemsize).tolist()
     windows = np.frombuffer(
         b"".join([value[head:at] for value, at in zip(values, split, strict=True)]),
@@ -134,9 +170,16 @@ def unpack_sensors(keys: Keys, values: list[bytes], n_fields: int) -> SensorStat
         b"".join([value[at:] for value, at in zip(values, split, strict=True)]), dtype=_KEY
     )
     sensor = np.arange(keys.size, dtype=np.int64)
+    hour = np.full(keys.size, NO_HOUR, dtype=np.int64)
+    hourly = np.empty((keys.size, 0, RECENT_HOURS))
+    if pollutants:
+        recent = np.frombuffer(b"".join([v[start:head] for v in values]), dtype=recent_dtype)
+        hour, hourly = recent["hour"].astype(np.int64), recent["hourly"].astype(np.float64)
     return SensorState(
         keys,
         header["applied"].astype(np.int64),
+        hour,
+        hourly,
         OpenWindows(
             np.repeat(sensor, n_windows),
             windows["start"].astype(np.int64),
@@ -145,6 +188,8 @@ def unpack_sensors(keys: Keys, values: list[bytes], n_fields: int) -> SensorStat
             windows["total"].astype(np.float64).reshape(-1, n_fields),
             windows["low"].astype(np.float64).reshape(-1, n_fields),
             windows["high"].astype(np.float64).reshape(-1, n_fields),
+            windows["suspect"].astype(np.int64).reshape(-1, n_fields),
+            windows["failed"].astype(np.int64).reshape(-1, n_fields),
         ),
         DedupKeys(
             np.repeat(sensor, n_keys),

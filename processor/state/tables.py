@@ -99,18 +99,38 @@ def _insert(column: npt.NDArray[Any], at: I64, values: npt.NDArray[Any]) -> npt.
     return np.insert(column.astype(dtype, copy=False), at, values, axis=0)
 
 
+#: The hours of means a sensor keeps for the NowCast (processor.state.hourly).
+RECENT_HOURS = 12
+NO_HOUR = int(np.iinfo(np.int64).min)  # ``Sensors.hour`` of a sensor with no closed hour
+
+
 @dataclass(slots=True)
 class Sensors(Table):
     """Every sensor seen on the partition, sorted by key; a sensor's row number is its index
     in the other tables. ``applied``: the highest input offset applied to its state (-1 when
-    none yet), which tells a re-read record from a new one."""
+    none yet), which tells a re-read record from a new one. With hourly windows of NowCast
+    pollutants, ``hourly[row, p]`` holds the sensor's means of pollutant ``p`` for the hours
+    starting at ``hour[row]`` (µs), an hour before it, ... (NaN: no value that hour);
+    otherwise it has no pollutant (shape ``(n, 0, RECENT_HOURS)``)."""
 
     keys: Keys
     applied: I64
+    hour: I64
+    hourly: F64
 
     @classmethod
-    def empty(cls) -> Sensors:
-        return cls(np.empty(0, dtype="S1"), np.empty(0, dtype=np.int64))
+    def new(cls, keys: Keys, applied: I64, pollutants: int) -> Sensors:
+        """Sensors with no closed hour yet."""
+        return cls(
+            keys,
+            applied,
+            np.full(keys.size, NO_HOUR, dtype=np.int64),
+            np.full((keys.size, pollutants, RECENT_HOURS), np.nan),
+        )
+
+    @classmethod
+    def empty(cls, pollutants: int = 0) -> Sensors:
+        return cls.new(np.empty(0, dtype="S1"), np.empty(0, dtype=np.int64), pollutants)
 
     def admit(self, keys: Keys) -> tuple[Sensors, I64]:
         """The table with the sorted, distinct ``keys`` it lacked, and where they went in the
@@ -123,7 +143,7 @@ class Sensors(Table):
         new, at = keys[~known], at[~known]
         if not new.size:
             return self, at
-        added = Sensors(new, np.full(new.size, -1, dtype=np.int64))
+        added = Sensors.new(new, np.full(new.size, -1, dtype=np.int64), self.hourly.shape[1])
         return self.insert(at, added), at
 
 
@@ -137,7 +157,8 @@ def renumber(rows: I64, inserted_at: I64) -> I64:
 @dataclass(slots=True)
 class OpenWindows(Table):
     """Windows not closed yet, sorted by (sensor row, start): the running aggregates. Per
-    field ``(n, fields)`` columns: values counted, their sum, min (+inf when none) and max."""
+    field ``(n, fields)`` columns: values counted, their sum, min (+inf when none) and max,
+    and the values quality control flagged suspect or failed (not counted)."""
 
     sensor: I64
     start: I64
@@ -146,6 +167,8 @@ class OpenWindows(Table):
     total: F64
     low: F64
     high: F64
+    suspect: I64
+    failed: I64
 
     @classmethod
     def new(cls, sensor: I64, start: I64, n_fields: int) -> OpenWindows:
@@ -159,6 +182,8 @@ class OpenWindows(Table):
             np.zeros(shape),
             np.full(shape, np.inf),
             np.full(shape, -np.inf),
+            np.zeros(shape, dtype=np.int64),
+            np.zeros(shape, dtype=np.int64),
         )
 
     @classmethod

@@ -35,13 +35,13 @@ was written) and the dedup keys of windows released since.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from enum import IntEnum
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from processor.state import hourly
 from processor.state.aggregates import Aggregates
 from processor.state.rows import (
     ChangedRows,
@@ -54,6 +54,7 @@ from processor.state.rows import (
     unpack_partition,
     unpack_sensors,
 )
+from processor.state.spec import Readings, Verdict, WindowSpec
 from processor.state.tables import (
     F64,
     I64,
@@ -72,72 +73,6 @@ Mask = npt.NDArray[np.bool_]
 NOTHING_SEEN = int(np.iinfo(np.int64).min)  # the running maximum before any event time
 
 
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
-    """The settings state depends on: restoring under other settings is refused. Lengths are
-    configured in milliseconds; the state counts in microseconds, as event times are."""
-
-    length_ms: int
-    lateness_ms: int
-    fields: tuple[str, ...]
-    dedup: bool
-
-    def __post_init__(self) -> None:
-        # A lateness >= 0 is what lets a reading never close its own window.
-        if self.length_ms <= 0 or self.lateness_ms < 0:
-            raise ValueError(f"window length must be > 0 and lateness >= 0, got {self}")
-
-    @property
-    def length_us(self) -> int:
-        return self.length_ms * 1000
-
-    @property
-    def lateness_us(self) -> int:
-        return self.lateness_ms * 1000
-
-
-class Verdict(IntEnum):
-    """What a reading did to the state (``apply``'s verdicts are ``uint8`` of these)."""
-
-    COUNTED = 0
-    LATE = 1  # its window had closed: not counted, its point is still published
-    DUPLICATE = 2  # dedup: its (sensor, timestamp) was counted in an open window
-
-
-@dataclass(slots=True)
-class Readings:
-    """One partition's valid readings of one batch, in offset order, as columns.
-
-    ``event_us``: event times in UTC epoch microseconds (the dedup key's instant);
-    ``sensors`` are :func:`processor.state.aggregates.sensor_keys` (fixed-width UTF-8 bytes,
-    searched in C; see there); ``values`` is ``(n, len(spec.fields))``, NaN where the field
-    was missing or not a finite number.
-    """
-
-    offsets: I64
-    sensors: Keys
-    event_us: I64
-    values: F64
-
-    def check(self, n_fields: int) -> None:
-        """Refuse a batch that breaks the contract: it would corrupt the state silently."""
-        n = self.offsets.size
-        if (
-            self.sensors.size != n
-            or self.event_us.size != n
-            or self.values.shape
-            != (
-                n,
-                n_fields,
-            )
-        ):
-            raise ValueError("readings' columns differ in length or in number of fields")
-        if self.sensors.dtype.kind != "S":
-            raise ValueError(f"sensors must be sensor_keys(), got dtype {self.sensors.dtype}")
-        if n and (self.offsets[0] < 0 or (np.diff(self.offsets) <= 0).any()):
-            raise ValueError("readings' offsets must be >= 0 and increasing")
-
-
 class StateSizes(NamedTuple):
     sensors: int
     sensor_bytes: int
@@ -153,7 +88,7 @@ class PartitionWindows:
     def __init__(self, spec: WindowSpec) -> None:
         self._spec = spec
         self._max_event = NOTHING_SEEN
-        self._sensors = Sensors.empty()
+        self._sensors = Sensors.empty(len(spec.pollutants))
         # One table per window start (a few: the open starts span length + lateness); a
         # batch touches one or two, so it inserts into tables of one window, not of all.
         self._windows: dict[int, OpenWindows] = {}
@@ -297,9 +232,17 @@ class PartitionWindows:
         if not ends:
             return Aggregates.empty(spec.fields)
         closed = [self._windows.pop(window) for window in sorted(ends)]
-        return Aggregates.closed(
+        aggregates = Aggregates.closed(
             spec.fields, self._sensors.keys, closed[0].joined(closed[1:]), spec.length_us
         )
+        if spec.pollutants:  # each start's windows in sensor order: the aggregates' order
+            aggregates.nowcast = []
+            for windows in closed:
+                hourly.fold(self._sensors, windows, spec.pollutants)
+                aggregates.nowcast += hourly.nowcasts(
+                    self._sensors, windows, spec.fields, spec.pollutants
+                )
+        return aggregates
 
     def release(self, commit_offset: int) -> None:
         """The commit point reached ``commit_offset``: forget the closed windows closed by a
@@ -333,6 +276,8 @@ class PartitionWindows:
             SensorState(
                 keys[who],
                 self._sensors.applied[who],
+                self._sensors.hour[who],
+                self._sensors.hourly[who],
                 replace(windows, sensor=np.searchsorted(who, windows.sensor)),
                 replace(dedup, sensor=np.searchsorted(who, dedup.sensor)),
             )
@@ -359,9 +304,10 @@ class PartitionWindows:
                 partition, spec.length_ms, spec.lateness_ms, spec.fields, spec.dedup
             )
             state._max_event, state._closed = saved.max_event, saved.closed
-        sensors = unpack_sensors(keys, values, len(spec.fields))
-        state._sensors = Sensors(keys, sensors.applied)
+        sensors = unpack_sensors(keys, values, len(spec.fields), len(spec.pollutants))
+        state._sensors = Sensors(keys, sensors.applied, sensors.hour, sensors.hourly)
         shut = state._shut(sensors.windows.start)
+        hourly.fold_closed(state._sensors, sensors.windows.rows(shut), spec.pollutants)
         windows = sensors.windows.rows(~shut)
         state._windows = {w: windows.rows(rows) for w, rows in by_window(windows.start)}
         dedup = sensors.dedup

@@ -20,7 +20,8 @@ from processor.config import Settings
 from processor.geo.stage import SpatialStage
 from processor.messages.jobs import BatchSpec, Framed, Job
 from processor.state.aggregates import sensor_keys
-from processor.state.windows import PartitionWindows, Readings, Verdict, WindowSpec
+from processor.state.spec import Readings, Verdict, WindowSpec
+from processor.state.windows import PartitionWindows
 from processor.workers.framing import StageThenFrame
 from processor.workers.runner import ProcessRunner, ThreadRunner
 

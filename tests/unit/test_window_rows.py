@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from processor.errors import StateError
 from processor.state.rows import PARTITION_KEY, Row
-from processor.state.windows import PartitionWindows, WindowSpec
+from processor.state.spec import WindowSpec
+from processor.state.windows import PartitionWindows
 from tests.unit.test_windows import (
     COUNTED,
     DUPLICATE,
@@ -198,7 +199,7 @@ def test_a_sensor_row_packs_its_windows_and_keys_without_padding() -> None:
     state = PartitionWindows(spec)
     state.apply(readings([(i, "s1", T0 + i * MINUTE_US, (1.0, 1.0)) for i in range(3)]))
     (_, value), _ = state.take_changes().pairs()
-    header, window, key = 20, 16 + 4 * 8 * len(FIELDS), 16
+    header, window, key = 20, 16 + 6 * 8 * len(FIELDS), 16
     assert len(value) == header + 3 * window + 3 * key
     assert np.frombuffer(value[:8], "<i8").tolist() == [2]
     keys = np.frombuffer(value[-3 * key :], "<i8").reshape(3, 2)

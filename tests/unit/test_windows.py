@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from processor.state.aggregates import Aggregates, sensor_ids, sensor_keys
 from processor.state.rows import Row as StateRow
+from processor.state.spec import Readings, Verdict, WindowSpec
 from processor.state.tables import DedupKeys, OpenWindows, in_start_order
-from processor.state.windows import PartitionWindows, Readings, Verdict, WindowSpec
+from processor.state.windows import PartitionWindows
 
 COUNTED, LATE, DUPLICATE = Verdict.COUNTED, Verdict.LATE, Verdict.DUPLICATE
 FIELDS = ("pm25", "temp")
