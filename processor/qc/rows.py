@@ -97,12 +97,12 @@ def pack(spec: QcSpec, state: SensorRows) -> list[Row]:
     )
     log = np.empty(kept.sensor.size, dtype=_entry_dtype(n_fields))
     log["offset"], log["flag"], log["failed"] = kept.offset, kept.flag, kept.failed
-    history = np.ascontiguousarray(state.history, dtype="<f8").reshape(n, -1)
+    history = np.ascontiguousarray(state.history, dtype="<f8").reshape(n, spec.depth * n_fields)
     head, hist = header.tobytes(), history.tobytes()
     h_size, v_size, e_size = _HEADER.itemsize, history.shape[1] * 8, log.dtype.itemsize
     blob = log.tobytes()
     ends = (np.cumsum(entries) * e_size).tolist()
-    starts = [0, *ends[:-1]]
+    starts = [0, *ends][:n]
     return [
         (
             qc_key(key),

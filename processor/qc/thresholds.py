@@ -104,6 +104,8 @@ class QcSpec:
     def __post_init__(self) -> None:
         if len(self.fields) != len(self.thresholds) or len(set(self.fields)) != len(self.fields):
             raise ValueError("QC fields must be distinct, one thresholds each")
+        if not all(any(th.runs) for th in self.thresholds):
+            raise ValueError("every QC field needs a test: leave the others out")
 
     @classmethod
     def of(cls, by_field: Mapping[str, FieldThresholds]) -> QcSpec:
