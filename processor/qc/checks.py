@@ -66,19 +66,20 @@ def rate_of_change(value: F64, left: F64, dt_us: I64, suspect: float, fail: floa
     return flags
 
 
-def flat_line(
-    value: F64, earlier: F64, seen: I64, *, suspect: int, fail: int, tolerance: float
-) -> U8:
-    """SUSPECT (FAIL) when the value and the ``suspect`` (``fail``) readings before it span
-    less than ``tolerance``, missing values left out; ``earlier`` holds the values before
-    each reading, latest first, ``(n, max(suspect, fail))``, and ``seen`` how many readings
-    its sensor had before it: a window reaching before the first reading does not flag."""
-    flags = np.full(value.size, Flag.PASS, dtype=np.uint8)
+def flat_line(series: F64, at: I64, seen: I64, *, suspect: int, fail: int, tolerance: float) -> U8:
+    """SUSPECT (FAIL) when a value and the ``suspect`` (``fail``) readings before it span
+    less than ``tolerance``, missing values left out. The values are ``series[at]``, the
+    ``k``-th reading before each ``series[at - k]``; ``seen`` counts the readings its sensor
+    had before it: a window reaching before the first reading does not flag."""
+    value = series[at]
+    flags = np.full(at.size, Flag.PASS, dtype=np.uint8)
+    low, high, k = value, value, 0
     with np.errstate(invalid="ignore", over="ignore"):
-        low = np.fmin.accumulate(np.concatenate([value[:, None], earlier], axis=1), axis=1)
-        high = np.fmax.accumulate(np.concatenate([value[:, None], earlier], axis=1), axis=1)
-        for count, flag in ((suspect, Flag.SUSPECT), (fail, Flag.FAIL)):
-            flat = (high[:, count] - low[:, count] < tolerance) & (seen >= count)
-            flags[flat] = flag
+        for count, flag in sorted(((suspect, Flag.SUSPECT), (fail, Flag.FAIL))):
+            while k < count:  # the shorter window's extremes start the longer's
+                k += 1
+                low, high = np.fmin(low, series[at - k]), np.fmax(high, series[at - k])
+            flat = (high - low < tolerance) & (seen >= count)
+            flags[flat & (flags != Flag.FAIL)] = flag
     flags[np.isnan(value)] = Flag.MISSING
     return flags

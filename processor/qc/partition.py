@@ -31,7 +31,7 @@ from processor.qc.flags import NOT_RUN, TESTS, U8, field_flags
 from processor.qc.rows import Kept, Keys, Row, SensorRows, pack, settings_row, unpack
 from processor.qc.thresholds import QcSpec
 from processor.state.rows import ChangedRows
-from processor.state.tables import Sensors, find, renumber
+from processor.state.tables import Sensors, renumber
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -81,7 +81,7 @@ class PartitionQc:
         row = self._sensor_rows(sensors)
         replay = offsets <= self._sensors.applied[row]
         if replay.any():
-            flag[replay], failed[replay] = self._first_flags(row[replay], offsets[replay])
+            flag[replay], failed[replay] = self._first_flags(offsets[replay])
         new = np.flatnonzero(~replay)
         if new.size:
             clean = np.where(np.isfinite(values[new]), values[new], np.nan)
@@ -101,10 +101,12 @@ class PartitionQc:
         rows: I64 = np.searchsorted(self._sensors.keys, unique)[inverse]
         return rows
 
-    def _first_flags(self, row: I64, offsets: I64) -> tuple[U8, U8]:
+    def _first_flags(self, offsets: I64) -> tuple[U8, U8]:
+        """The flags replayed records got the first time (offsets are unique on a
+        partition, and the kept ones in order)."""
         kept = self._kept
-        at, found = find(kept.sensor, kept.offset, row, offsets)
-        if not found.all():
+        at = np.minimum(np.searchsorted(kept.offset, offsets), max(kept.offset.size - 1, 0))
+        if not kept.offset.size or (kept.offset[at] != offsets).any():
             raise ValueError(
                 "a re-read record's flags were released: it is before the commit point"
             )
@@ -121,35 +123,34 @@ class PartitionQc:
         rank = np.arange(m) - first[group]
         who = row[first]  # the batch's sensors
         counts = np.diff(np.r_[first, m])
-        # Each sensor's kept values, then its new ones, in one array: a reading's earlier
-        # values are the ``depth`` slots before its own.
+        # Each sensor's kept values, then its new ones, in one array per field: a
+        # reading's k-th earlier value is at ``at - k``.
+        n_fields = len(spec.fields)
         base = first + np.arange(first.size) * depth
-        series = np.empty((m + first.size * depth, len(spec.fields)))
-        series[(base[:, None] + np.arange(depth)).ravel()] = self._history[who].reshape(
-            -1, len(spec.fields)
-        )
+        series = np.empty((n_fields, m + first.size * depth))
+        slots = (base[:, None] + np.arange(depth)).ravel()
+        series[:, slots] = self._history[who].reshape(-1, n_fields).T
         at = base[group] + depth + rank
-        series[at] = values
+        series[:, at] = values.T
         seen = self._seen[who][group] + rank
         previous_us = np.where(rank == 0, self._last_us[who][group], np.r_[0, event_us[:-1]])
-        left = np.where((seen > 0)[:, None], series[at - 1], np.nan)
-        tests = np.full((m, len(spec.fields), len(TESTS)), NOT_RUN, dtype=np.uint8)
+        left = np.where(seen > 0, series[:, at - 1], np.nan)
+        tests = np.full((m, n_fields, len(TESTS)), NOT_RUN, dtype=np.uint8)
         for f, th in enumerate(spec.thresholds):
             x = values[:, f]
             if th.gross_range_fail is not None:
                 tests[:, f, 0] = gross_range(x, th.gross_range_fail, th.gross_range_suspect)
             if th.runs[1]:
-                tests[:, f, 1] = spike(x, left[:, f], seen == 0, th.spike_suspect, th.spike_fail)
+                tests[:, f, 1] = spike(x, left[f], seen == 0, th.spike_suspect, th.spike_fail)
             if th.rate_of_change_suspect is not None:
                 tests[:, f, 2] = rate_of_change(
-                    x, left[:, f], event_us - previous_us, th.rate_of_change_suspect,
+                    x, left[f], event_us - previous_us, th.rate_of_change_suspect,
                     th.rate_of_change_fail,
                 )  # fmt: skip
             if th.flat_line_suspect and th.flat_line_fail and th.flat_line_tolerance:
-                earlier = series[at[:, None] - np.arange(1, th.depth + 1), f]
                 tests[:, f, 3] = flat_line(
-                    x,
-                    earlier,
+                    series[f],
+                    at,
                     seen,
                     suspect=th.flat_line_suspect,
                     fail=th.flat_line_fail,
@@ -158,7 +159,7 @@ class PartitionQc:
         flag, failed = field_flags(tests)
         last = np.r_[first[1:], m] - 1
         keep = (base + counts)[:, None] + np.arange(depth)
-        self._history[who] = series[keep.ravel()].reshape(first.size, depth, len(spec.fields))
+        self._history[who] = series[:, keep.ravel()].T.reshape(first.size, depth, n_fields)
         self._seen[who] += counts
         self._last_us[who] = event_us[last]
         self._sensors.applied[who] = offsets[last]
@@ -168,23 +169,24 @@ class PartitionQc:
         return flag[unsorted], failed[unsorted]
 
     def _record(self, row: I64, offsets: I64, flag: U8, failed: U8) -> None:
-        """Keep new readings' flags for their replays (entries sorted by sensor, offset:
-        a sensor's new offsets are above its kept ones, so a stable sort merges them)."""
+        """Keep new readings' flags for their replays, in offset order (after a restore,
+        a sensor whose row was not persisted re-applies offsets below others' kept ones)."""
+        order = np.argsort(offsets)
         kept = self._kept
-        joined = Kept(
-            np.concatenate([kept.sensor, row]),
-            np.concatenate([kept.offset, offsets]),
-            np.concatenate([kept.flag, flag]),
-            np.concatenate([kept.failed, failed]),
+        at = np.searchsorted(kept.offset, offsets[order])
+        self._kept = Kept(
+            np.insert(kept.sensor, at, row[order]),
+            np.insert(kept.offset, at, offsets[order]),
+            np.insert(kept.flag, at, flag[order], axis=0),
+            np.insert(kept.failed, at, failed[order], axis=0),
         )
-        self._kept = joined.rows(np.argsort(joined.sensor, kind="stable"))
 
     def release(self, commit_offset: int) -> None:
         """The commit point reached ``commit_offset``: no record before it is read again, so
         its flags are no longer kept."""
-        still = self._kept.offset >= commit_offset
-        if not still.all():
-            self._kept = self._kept.rows(still)
+        released = int(np.searchsorted(self._kept.offset, commit_offset))
+        if released:
+            self._kept = self._kept.rows(np.arange(released, self._kept.offset.size))
 
     def take_changes(self) -> ChangedRows:
         """The rows of the sensors changed since the last call (each one's whole QC state),
@@ -193,7 +195,8 @@ class PartitionQc:
         changed = np.unique(np.concatenate([keys[:0], *self._changed]))
         self._changed = []
         who = np.searchsorted(keys, changed)
-        mine = self._kept.rows(np.isin(self._kept.sensor, who))
+        mine = self._kept.rows(np.flatnonzero(np.isin(self._kept.sensor, who)))
+        mine = mine.rows(np.argsort(mine.sensor, kind="stable"))
         state = SensorRows(
             keys[who],
             self._sensors.applied[who],
@@ -212,7 +215,7 @@ class PartitionQc:
         saved = unpack(spec, rows)
         state._sensors = Sensors(saved.keys, saved.applied)
         state._seen, state._last_us, state._history = saved.seen, saved.last_us, saved.history
-        state._kept = saved.kept
+        state._kept = saved.kept.rows(np.argsort(saved.kept.offset))
         return state
 
     def memory_bytes(self) -> int:

@@ -43,8 +43,7 @@ def _entry_dtype(n_fields: int) -> np.dtype[np.void]:
 
 
 class Kept(NamedTuple):
-    """Flags kept for replays, sorted by (sensor, offset): per (reading, field) flag and
-    failed-tests bitmask."""
+    """Flags kept for replays, per (reading, field): flag and failed-tests bitmask."""
 
     sensor: npt.NDArray[np.int64]
     offset: npt.NDArray[np.int64]
@@ -56,7 +55,7 @@ class Kept(NamedTuple):
         no_flags = np.empty((0, n_fields), dtype=np.uint8)
         return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), no_flags, no_flags)
 
-    def rows(self, index: npt.NDArray[np.int64] | npt.NDArray[np.bool_]) -> Kept:
+    def rows(self, index: npt.NDArray[np.int64]) -> Kept:
         return Kept(self.sensor[index], self.offset[index], self.flag[index], self.failed[index])
 
     def nbytes(self) -> int:
