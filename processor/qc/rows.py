@@ -1,0 +1,164 @@
+"""The QC state as changelog rows: one value per sensor, and the settings' row.
+
+Keys live beside the window state's in one changelog, so they must never meet theirs: a
+window sensor key is the sensor key (which ends with ``KEY_END``, 0x01) and the window
+partition's is empty; a QC sensor key is the sensor key followed by :data:`QC_KEY_END`
+(0x02), and the settings' row is :data:`SETTINGS_KEY` alone (shorter than any QC sensor
+key). A sensor's value holds all its QC state (so whatever is persisted of it is consistent
+in itself): a 40-byte header, its last ``depth`` values, then its flags kept for replays,
+little-endian; packed for all the batch's sensors by a structured array's ``tobytes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from processor.errors import StateError
+from processor.qc.thresholds import QcSpec
+from processor.state.aggregates import KEY_END
+
+Row = tuple[bytes, bytes]
+Keys = npt.NDArray[np.bytes_]
+QC_KEY_END = b"\x02"
+SETTINGS_KEY = QC_KEY_END
+_FORMAT = 1
+_HEADER = np.dtype(
+    [
+        ("applied", "<i8"),
+        ("format", "<i4"),
+        ("entries", "<i4"),
+        ("settings", "<u8"),
+        ("seen", "<i8"),
+        ("last_us", "<i8"),
+    ]
+)
+
+
+def _entry_dtype(n_fields: int) -> np.dtype[np.void]:
+    return np.dtype([("offset", "<i8"), ("flag", "u1", (n_fields,)), ("failed", "u1", (n_fields,))])
+
+
+class Kept(NamedTuple):
+    """Flags kept for replays, per (reading, field): flag and failed-tests bitmask."""
+
+    sensor: npt.NDArray[np.int64]
+    offset: npt.NDArray[np.int64]
+    flag: npt.NDArray[np.uint8]
+    failed: npt.NDArray[np.uint8]
+
+    @classmethod
+    def empty(cls, n_fields: int) -> Kept:
+        no_flags = np.empty((0, n_fields), dtype=np.uint8)
+        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), no_flags, no_flags)
+
+    def rows(self, index: npt.NDArray[np.int64]) -> Kept:
+        return Kept(self.sensor[index], self.offset[index], self.flag[index], self.failed[index])
+
+    def nbytes(self) -> int:
+        return sum(column.nbytes for column in self)
+
+
+class SensorRows(NamedTuple):
+    """Sensors' QC state as columns: ``history`` ``(n, depth, fields)``, oldest first;
+    ``kept.sensor`` indexes ``keys``."""
+
+    keys: Keys
+    applied: npt.NDArray[np.int64]
+    seen: npt.NDArray[np.int64]
+    last_us: npt.NDArray[np.int64]
+    history: npt.NDArray[np.float64]
+    kept: Kept
+
+
+def qc_key(sensor_key: bytes) -> bytes:
+    return sensor_key + QC_KEY_END
+
+
+def settings_row(spec: QcSpec) -> Row:
+    return SETTINGS_KEY, spec.describe().encode()
+
+
+def pack(spec: QcSpec, state: SensorRows) -> list[Row]:
+    """One row per sensor; entries sorted by sensor."""
+    n, n_fields = state.keys.size, len(spec.fields)
+    kept = state.kept
+    entries = np.bincount(kept.sensor, minlength=n)
+    header = np.empty(n, dtype=_HEADER)
+    header["applied"], header["format"], header["entries"] = state.applied, _FORMAT, entries
+    header["settings"], header["seen"], header["last_us"] = (
+        spec.fingerprint(),
+        state.seen,
+        state.last_us,
+    )
+    log = np.empty(kept.sensor.size, dtype=_entry_dtype(n_fields))
+    log["offset"], log["flag"], log["failed"] = kept.offset, kept.flag, kept.failed
+    history = np.ascontiguousarray(state.history, dtype="<f8").reshape(n, spec.depth * n_fields)
+    head, hist = header.tobytes(), history.tobytes()
+    h_size, v_size, e_size = _HEADER.itemsize, history.shape[1] * 8, log.dtype.itemsize
+    blob = log.tobytes()
+    ends = (np.cumsum(entries) * e_size).tolist()
+    starts = [0, *ends][:n]
+    return [
+        (
+            qc_key(key),
+            head[i * h_size : (i + 1) * h_size] + hist[i * v_size : (i + 1) * v_size] + blob[lo:hi],
+        )
+        for i, (key, lo, hi) in enumerate(zip(state.keys.tolist(), starts, ends, strict=True))
+    ]
+
+
+def unpack(spec: QcSpec, rows: Iterable[Row]) -> SensorRows:
+    """The latest row of each key (rows in the order written), sensors sorted by key;
+    :class:`StateError` if a row is unreadable or was written under other settings."""
+    last = dict(rows)
+    saved = last.pop(SETTINGS_KEY, None)
+    if saved is not None and saved != settings_row(spec)[1]:
+        raise StateError(
+            f"the saved QC state was written with the QC thresholds "
+            f"{saved.decode(errors='replace')}, not {spec.describe()}: it would flag differently. "
+            "Go back to those thresholds, "
+            "or start the state over (delete the changelog topic and PROCESSOR_STATE_DIR)"
+        )
+    if any(not key.endswith(KEY_END + QC_KEY_END) for key in last):
+        raise StateError("a saved QC state row's key is not a QC sensor key")
+    keys = np.array([key[:-1] for key in last], dtype=np.bytes_)
+    order = np.argsort(keys, kind="stable")
+    values = list(last.values())
+    values = [values[i] for i in order.tolist()]
+    keys = keys[order]
+    n_fields, depth = len(spec.fields), spec.depth
+    entry = _entry_dtype(n_fields)
+    size = np.array([len(value) for value in values], dtype=np.int64)
+    fixed = _HEADER.itemsize + depth * n_fields * 8
+    if (size < fixed).any():
+        raise StateError("a sensor's saved QC state is shorter than its header")
+    header = np.frombuffer(b"".join(v[: _HEADER.itemsize] for v in values), dtype=_HEADER)
+    if (header["format"] != _FORMAT).any() or (header["settings"] != spec.fingerprint()).any():
+        raise StateError(
+            "a sensor's saved QC state was written under other QC thresholds or by another "
+            "build: start the state over (delete the changelog topic and PROCESSOR_STATE_DIR)"
+        )
+    entries = header["entries"].astype(np.int64)
+    if (fixed + entries * entry.itemsize != size).any():
+        raise StateError(f"a sensor's saved QC state does not hold {n_fields} fields")
+    history = np.frombuffer(
+        b"".join(v[_HEADER.itemsize : fixed] for v in values), dtype="<f8"
+    ).reshape(keys.size, depth, n_fields)
+    log = np.frombuffer(b"".join(v[fixed:] for v in values), dtype=entry)
+    return SensorRows(
+        keys,
+        header["applied"].astype(np.int64),
+        header["seen"].astype(np.int64),
+        header["last_us"].astype(np.int64),
+        history.astype(np.float64),
+        Kept(
+            np.repeat(np.arange(keys.size, dtype=np.int64), entries),
+            log["offset"].astype(np.int64),
+            log["flag"].astype(np.uint8).reshape(-1, n_fields),
+            log["failed"].astype(np.uint8).reshape(-1, n_fields),
+        ),
+    )
