@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from processor.durations import DurationMs
 from processor.errors import ConfigError
+from processor.qc.profiles import PROFILE_QC
+from processor.qc.thresholds import QcSpec, Tables, merged, parse_tables, thresholds_of
 
 ENV_PREFIX = "PROCESSOR_"
 
@@ -155,7 +157,19 @@ class Settings(BaseSettings):
     dedup: bool = Field(
         False, description="A reading repeating a counted sensor_id and timestamp is a duplicate"
     )
-    state_dir: Path = Field(Path("state"), description="Directory of the windows' local state")
+    state_dir: Path = Field(
+        Path("state"), description="Directory of the local state (windows and QC history)"
+    )
+
+    # Quality control (docs/qc.md)
+    qc_enabled: bool = Field(
+        True, description="Flag each point with the QC tests the profile and qc configure"
+    )
+    qc: Annotated[Tables, NoDecode, BeforeValidator(parse_tables)] = Field(
+        default_factory=dict,
+        description="QC thresholds per field, over the profile's key by key: [qc.<field>] "
+        'tables in the file, or JSON ({"pm25": {"spike_fail": 100}}); false unsets a key',
+    )
 
     # Flow control
     buffer_max_records: int = Field(
@@ -222,7 +236,9 @@ class Settings(BaseSettings):
     def _apply_profile(cls, data: Any) -> Any:
         """A profile fills in the settings it presets; explicit settings win."""
         if isinstance(data, dict) and data.get("profile") in PROFILES:
-            return {**PROFILES[data["profile"]], **data}
+            profile = data["profile"]
+            qc = merged(PROFILE_QC.get(profile, {}), parse_tables(data.get("qc", {})))
+            return {**PROFILES[profile], **data, "qc": qc}
         return data
 
     @model_validator(mode="after")
@@ -255,6 +271,12 @@ class Settings(BaseSettings):
                 "acks: windows need the broker's acknowledgements (1 or all): the window "
                 "state is saved once its outputs are acknowledged"
             )
+        self.qc_spec  # noqa: B018 - raises "qc.<field>.<key>: why" for a bad threshold
+        if self.qc_spec is not None and self.acks == "0":
+            raise ValueError(
+                "acks: QC needs the broker's acknowledgements (1 or all): its state is saved "
+                "once its outputs are acknowledged"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_keyfile: ssl_certfile and ssl_keyfile go together")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
@@ -264,6 +286,26 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: no such file: {path}")
         return self
+
+    @property
+    def qc_spec(self) -> QcSpec | None:
+        """The QC tests to run (None: QC off, or no test configured for any field)."""
+        if not self.qc_enabled:
+            return None
+        spec = QcSpec.of(thresholds_of(merged({}, self.qc)))
+        return spec if spec.fields else None
+
+    @property
+    def has_state(self) -> bool:
+        """Windows or QC on: the processor keeps state (changelog topic, local store)."""
+        return self.window is not None or self.qc_spec is not None
+
+    @property
+    def state_fields(self) -> tuple[str, ...]:
+        """The reading fields the state reads: the aggregated ones, then the QC'd others."""
+        aggregated = self.aggregate_fields if self.window is not None else ()
+        tested = self.qc_spec.fields if self.qc_spec is not None else ()
+        return (*aggregated, *(name for name in tested if name not in aggregated))
 
     @property
     def changelog_topic(self) -> str:
@@ -299,6 +341,7 @@ UNSET: dict[str, str] = {
     "2+ CPUs, else 0",
     "memory_limit_mb": "the cgroup limit, else 1/4 of RAM",
     "window": "no windows, no aggregates, no deduplication state",
+    "qc": "the profile's tables (none without a profile)",
 }
 
 
@@ -317,6 +360,13 @@ def _describe(error: ValidationError, sources: dict[str, str]) -> str:
     field = loc[0] if loc else ""
     if not field and ": " in message:  # model-level check: "Value error, field: why"
         field, message = message.removeprefix("Value error, ").split(": ", 1)
+    if field == "qc" and message.startswith("Value error, qc"):  # "qc.<field>.<key>: why"
+        field, message = message.removeprefix("Value error, ").split(": ", 1)
+    root = field.split(".", 1)[0]
+    if root != field and root in Settings.model_fields:  # a key of a table: name it
+        source = sources.get(root, "")
+        where = f" in {source.removeprefix('file ')}" if source.startswith("file ") else ""
+        return f"invalid setting {field}{where} ({env_name(root)}, {flag_name(root)}): {message}"
     if field not in Settings.model_fields:
         return f"invalid setting {field or '?'}: {message}"
     source = sources.get(field, "")
@@ -386,8 +436,11 @@ def resolve_settings(
         settings = Settings(**{**from_file, **flags})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, sources)) from None
-    preset = PROFILES.get(settings.profile or "", {})
+    preset = {
+        **PROFILES.get(settings.profile or "", {}),
+        "qc": PROFILE_QC.get(settings.profile or ""),
+    }
     for name in Settings.model_fields:
         if name not in sources:
-            sources[name] = f"profile {settings.profile}" if name in preset else "default"
+            sources[name] = f"profile {settings.profile}" if preset.get(name) else "default"
     return settings, sources

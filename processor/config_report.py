@@ -18,13 +18,19 @@ _MAX_WIDTH = 48
 
 
 def render(settings: Settings, sources: dict[str, str]) -> str:
+    """The settings as TOML; the ``qc`` tables last, as ``[qc.<field>]`` tables (a table
+    ends the file's top-level keys)."""
     rows = [
         (_assignment(name, getattr(settings, name)), sources[name])
         for name in Settings.model_fields
+        if name != "qc"
     ]
     width = min(_MAX_WIDTH, max(len(text) for text, _ in rows if not text.startswith("#")))
     lines = ["# effective settings of the processor; after '#': where each value came from"]
     lines += [f"{text:<{width}}  # {source}" for text, source in rows]
+    for field, table in sorted(settings.qc.items()):
+        lines += ["", f"[qc.{field}]  # {sources['qc']}"]
+        lines += [f"{key} = {_toml(value)}" for key, value in table.items()]
     return "\n".join(lines)
 
 

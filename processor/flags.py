@@ -87,7 +87,7 @@ def describe(name: str) -> str:
 
 
 def default_text(name: str, field: FieldInfo) -> str:
-    if field.default is None:
+    if field.default is None or field.default_factory is not None:
         return f"unset: {UNSET[name]}"
     if is_duration(field):
         return f"default {format_ms(field.default)}"

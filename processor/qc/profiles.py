@@ -17,9 +17,9 @@ _PMS5003_MAX = [0.0, 1000.0]
 _PARTICLES: Tables = {
     "pm25": {
         "gross_range_fail": _PMS5003_MAX,
-        # Top of the AQI's highest PM2.5 breakpoint (500.4 µg/m³, EPA 2024 PM NAAQS revision);
-        # also the PMS5003's effective range.
-        "gross_range_suspect": [0.0, 500.4],
+        # The PMS5003's effective range (datasheet: 0-500 µg/m³): above it the sensor's own
+        # maker does not vouch for the reading.
+        "gross_range_suspect": [0.0, 500.0],
         # Chosen: a reading 35 µg/m³ off its neighbour is the width of an AQI category
         # (EPA 2024: Moderate is 9.1-35.4); 100 µg/m³ is beyond a plume's edge in one step.
         "spike_suspect": 35.0,

@@ -154,11 +154,16 @@ def parse_tables(raw: object) -> Tables:
 
 
 def merged(defaults: Tables, overrides: Tables) -> Tables:
-    """``overrides`` over ``defaults``, key by key within each field's table."""
-    return {
-        field: {**defaults.get(field, {}), **overrides.get(field, {})}
-        for field in {**defaults, **overrides}
-    }
+    """``overrides`` over ``defaults``, key by key within each field's table; a key set to
+    ``false`` in ``overrides`` is unset (a profile's test switched off), and a field left
+    with no key is left out."""
+    out: Tables = {}
+    for field in {**defaults, **overrides}:
+        table = {**defaults.get(field, {}), **overrides.get(field, {})}
+        kept = {key: value for key, value in table.items() if value is not False}
+        if kept:
+            out[field] = kept
+    return out
 
 
 def thresholds_of(tables: Tables) -> dict[str, FieldThresholds]:

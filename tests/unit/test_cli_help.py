@@ -38,7 +38,7 @@ def test_a_setting_help_names_its_choices_default_and_variable(name: str) -> Non
     assert f"env PROCESSOR_{name.upper()}" in text
     for choice in choices_of(field):
         assert choice in text
-    if field.default is None:
+    if field.default is None or field.default_factory is not None:
         assert f"unset: {UNSET[name]}" in text
     else:
         assert "default " in text
@@ -55,7 +55,11 @@ def test_literal_and_bool_settings_list_their_choices() -> None:
 
 
 def test_every_setting_without_a_default_says_what_unset_means() -> None:
-    without = {name for name, field in Settings.model_fields.items() if field.default is None}
+    without = {
+        name
+        for name, field in Settings.model_fields.items()
+        if field.default is None or field.default_factory is not None
+    }
     assert without == set(UNSET)
 
 

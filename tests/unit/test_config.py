@@ -225,3 +225,60 @@ def test_every_compression_kafka_defines_comes_with_the_install(name: str) -> No
     # on input and any of them can be chosen for the outputs.
     assert getattr(codec, f"has_{name}")()
     assert load_settings({"compression_type": name}).compression_type == name
+
+
+# Quality control thresholds: the profile's tables, overridden key by key.
+
+
+def test_a_profile_brings_its_qc_tables_and_no_profile_none() -> None:
+    assert Settings().qc_spec is None
+    assert not Settings().has_state
+    spec = Settings(profile="air_quality").qc_spec
+    assert spec is not None
+    assert spec.fields == ("pm10", "pm25")
+    assert Settings(profile="air_quality").has_state
+    assert Settings(profile="air_quality", qc_enabled=False).qc_spec is None
+
+
+def test_qc_tables_override_the_profile_key_by_key_and_false_unsets_a_key(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "qc.toml"
+    path.write_text(
+        'profile = "air_quality"\n[qc.pm25]\nspike_fail = 80\nflat_line_suspect = false\n'
+        "flat_line_fail = false\nflat_line_tolerance = false\n[qc.battery]\n"
+        "gross_range_fail = [3.0, 4.3]\n"
+    )
+    settings = load_settings(config_file=path)
+    assert settings.qc["pm25"]["spike_fail"] == 80
+    assert settings.qc["pm25"]["spike_suspect"] == 35.0  # the profile's, kept
+    assert "flat_line_suspect" not in settings.qc["pm25"]
+    assert settings.qc_spec is not None
+    assert settings.qc_spec.fields == ("battery", "pm10", "pm25")
+    assert settings.state_fields == ("battery", "pm10", "pm25")
+    windowed = Settings(profile="air_quality", window=60_000, aggregate_fields="pm25,temp")
+    assert windowed.state_fields == ("pm25", "temp", "pm10")
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ('{"pm25": {"spike_fai": 3}}', "qc.pm25.spike_fai (PROCESSOR_QC, --qc): not a QC"),
+        ('{"pm25": {"spike_fail": -3}}', "qc.pm25.spike_fail (PROCESSOR_QC, --qc): must be"),
+        ('{"pm25": 3}', "qc.pm25 (PROCESSOR_QC, --qc): must be a table"),
+        ("[1", "PROCESSOR_QC (--qc): not JSON"),
+    ],
+)
+def test_a_bad_qc_table_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, tables: str, message: str
+) -> None:
+    monkeypatch.setenv("PROCESSOR_QC", tables)
+    with pytest.raises(
+        ConfigError, match="invalid setting " + message.replace("(", r"\(").replace(")", r"\)")
+    ):
+        load_settings()
+
+
+def test_qc_needs_acknowledgements() -> None:
+    with pytest.raises(ValueError, match="acks: QC needs"):
+        Settings(profile="air_quality", acks="0")
