@@ -21,12 +21,12 @@ def kafka_processor(
 ) -> Processor:
     """The processor ``settings`` describe (nothing is started yet)."""
     memory = memory or MemoryProbe(settings.memory_limit_mb, find_cgroup())
-    windows = settings.window is not None  # off: no readings, no duplicates
+    windows = settings.window is not None  # off: no duplicates
     stage: Stage = RunnerStage(
         make_runner(settings, memory),
         settings.max_payload_bytes,
-        window_fields=settings.aggregate_fields if windows else None,
-        dedup=windows and settings.dedup,
+        state_fields=settings.state_fields if settings.has_state else None,
+        keep_points=(windows and settings.dedup) or settings.qc_spec is not None,
     )
     if settings.stage_delay_ms:
         stage = Delayed(stage, settings.stage_delay_ms / 1000)

@@ -97,10 +97,13 @@ class Stage(Protocol):
         records of one partition each, ``records`` the same in one list; ``stamps[i]`` are
         headers for the outputs of ``records[i]``."""
 
-    def dead_letter(self, staged: Staged, rows: Sequence[int], code: str) -> Staged:
-        """``staged`` with the points of input ``rows`` (indices into its batch's records)
-        sent to the dead letters instead, with ``code``: the window state's duplicates. On
-        the event loop, for the rare batch that has any."""
+    def revise(
+        self, staged: Staged, endings: Sequence[bytes] | None, rows: Sequence[int], code: str
+    ) -> Staged:
+        """``staged`` with each point's QC ending replaced by ``endings`` (by point, in input
+        row order; None: as the stage left them) and the points of input ``rows`` (indices
+        into its batch's records) sent to the dead letters instead, with ``code``: the
+        state's QC flags and duplicates, framed again. On the event loop."""
 
     def describe(self) -> dict[str, int]:
         """Where the stage runs and on what measurements: for the log, once connected."""

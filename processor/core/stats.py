@@ -50,6 +50,8 @@ class Stats:
     state_bytes: int = 0  # the owned partitions' window state in memory
     peak_state_bytes: int = 0
     open_windows: int = 0
+    # quality control: published points' flags by (field, QARTOD flag)
+    qc_flags: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     @property
     def dead_lettered_total(self) -> int:

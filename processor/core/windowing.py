@@ -31,15 +31,15 @@ from processor.config import Settings
 from processor.core.buffer import Chunk
 from processor.core.commits import Committer
 from processor.core.offsets import OffsetTracker
+from processor.core.partition_state import BatchFlags, PartitionState, StateSpec
 from processor.core.ports import Row, Stage, Staged, StateTopics, TopicPartition
 from processor.core.stats import Stats
 from processor.errors import ConfigError, DeliveryFailedError, StateError
 from processor.messages.codec import DeadLetterCode
 from processor.state.aggregates import Aggregates
 from processor.state.rows import ChangedRows
-from processor.state.spec import Readings, Verdict, WindowSpec
+from processor.state.spec import Verdict, WindowSpec
 from processor.state.store import LocalStore
-from processor.state.windows import PartitionWindows
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,7 +57,7 @@ STORE_EVERY_S = 1.0
 class WindowedBatch:
     """What a batch did to the state, to persist once its outputs are acknowledged."""
 
-    changes: dict[TopicPartition, tuple[PartitionWindows, ChangedRows]]
+    changes: dict[TopicPartition, tuple[PartitionState, ChangedRows]]
     aggregates: Awaitable[None] | None
     aggregate_count: int
     ready: bool = False  # its outputs and aggregates are acknowledged
@@ -65,11 +65,12 @@ class WindowedBatch:
 
 
 class Windowing:
-    """Each owned partition's window state, kept in step with its changelog and local store."""
+    """Each owned partition's state (windows, QC), kept in step with its changelog and local
+    store."""
 
     def __init__(
         self,
-        spec: WindowSpec,
+        spec: StateSpec,
         topics: StateTopics,
         store: LocalStore,
         stage: Stage,
@@ -91,7 +92,7 @@ class Windowing:
         self._trackers = trackers
         self._committed = committed
         self._stats = stats
-        self._windows: dict[TopicPartition, PartitionWindows] = {}
+        self._states: dict[TopicPartition, PartitionState] = {}
         self._unsaved: deque[WindowedBatch] = deque()  # in the order they were applied
         self._saving = asyncio.Lock()
         self._save_every_s = save_every_s
@@ -118,18 +119,16 @@ class Windowing:
             await self._on_store(self._store.drop, tp.topic, tp.partition)
             stored, _ = await self._on_store(self._store.read, tp.topic, tp.partition)
             tail, end = await self._topics.read_changelog(tp, 0)
-        windows = await asyncio.to_thread(
-            PartitionWindows.from_rows, self._spec, chain(stored, tail)
-        )
+        state = await asyncio.to_thread(PartitionState.from_rows, self._spec, chain(stored, tail))
         if tail:  # the next restore on this volume starts from here
             await self._on_store(self._save, tp, tail, end)
-        self._windows[tp] = windows
+        self._states[tp] = state
         self._update_gauges()
         log.info(
-            "window state restored",
+            "state restored",
             extra={
                 "partition": f"{tp.topic}[{tp.partition}]",
-                "sensors": windows.sizes().sensors,
+                "sensors": state.sensors(),
                 "stored_rows": len(stored),
                 "changelog_rows": len(tail),
                 "seconds": round(time.monotonic() - started, 3),
@@ -139,7 +138,7 @@ class Windowing:
     async def drop(self, tp: TopicPartition) -> None:
         """The partition went: its state stays in the changelog and the local store, whose
         database is closed (its memtables go)."""
-        self._windows.pop(tp, None)
+        self._states.pop(tp, None)
         self._update_gauges()
         await self._store_unstored(tp)
         await self._on_store(self._store.release, tp.topic, tp.partition)
@@ -149,47 +148,50 @@ class Windowing:
         chunks: Sequence[Chunk[TopicPartition]],
         staged: Staged,
     ) -> tuple[Staged, WindowedBatch]:
-        """Count ``staged``'s readings (its batch is ``chunks``); duplicates become dead
-        letters. Call in the order batches are sent."""
+        """Flag and count ``staged``'s readings (its batch is ``chunks``): the points get
+        their QC flags, duplicates become dead letters. Call in the order batches are sent."""
         readings = staged.readings
         if readings is None:
-            raise RuntimeError("windows are on, but the stage computed no readings")
+            raise RuntimeError("the state is on, but the stage computed no readings")
         rows = readings.rows
-        touched: dict[TopicPartition, PartitionWindows] = {}
-        duplicates: list[int] = []
+        qc = self._spec.qc
+        flags = BatchFlags(qc.fields, rows.size) if qc is not None else None
+        touched: dict[TopicPartition, PartitionState] = {}
+        duplicate = np.zeros(rows.size, dtype=bool)
         closed: list[Aggregates] = []
         lo = 0
         for chunk in chunks:
             hi = lo + len(chunk.records)
             first, last = np.searchsorted(rows, (lo, hi))
             lo = hi
-            windows = self._windows.get(chunk.tp)
-            if (
-                first == last
-                or windows is None
-                or self._trackers.get(chunk.tp) is not chunk.tracker
-            ):
+            state = self._states.get(chunk.tp)
+            if first == last or state is None or self._trackers.get(chunk.tp) is not chunk.tracker:
                 continue  # no reading, or fetched for a set-up of the partition that ended
-            at = rows[first:last]
-            verdicts, aggregates = windows.apply(
-                Readings(
-                    readings.offsets[first:last],
-                    readings.sensors[first:last],
-                    readings.event_us[first:last],
-                    readings.values[first:last],
-                )
+            applied = state.apply(
+                readings.offsets[first:last],
+                readings.sensors[first:last],
+                readings.event_us[first:last],
+                readings.values[first:last],
             )
-            duplicates += at[verdicts == Verdict.DUPLICATE].tolist()
-            self._stats.late_readings += int(np.count_nonzero(verdicts == Verdict.LATE))
-            if len(aggregates):
-                closed.append(aggregates)
-            touched[chunk.tp] = windows
-        if duplicates:
-            staged = self._stage.dead_letter(staged, duplicates, DeadLetterCode.DUPLICATE)
+            if flags is not None and applied.flags is not None:
+                flags.put(first, last, applied.flags)
+            if applied.verdicts is not None:
+                duplicate[first:last] = applied.verdicts == Verdict.DUPLICATE
+                self._stats.late_readings += int(np.count_nonzero(applied.verdicts == Verdict.LATE))
+            if applied.aggregates is not None and len(applied.aggregates):
+                closed.append(applied.aggregates)
+            touched[chunk.tp] = state
+        duplicates = rows[duplicate].tolist()
+        endings = None
+        if flags is not None:
+            endings = flags.endings()
+            self._stats.qc_flags.update(flags.counts(~duplicate))
+        if endings is not None or duplicates:
+            staged = self._stage.revise(staged, endings, duplicates, DeadLetterCode.DUPLICATE)
         changes = {}
-        for tp, windows in touched.items():
-            windows.release(self._committed.get(tp, -1))
-            changes[tp] = (windows, windows.take_changes())
+        for tp, state in touched.items():
+            state.release(self._committed.get(tp, -1))
+            changes[tp] = (state, state.take_changes())
         outgoing = [record for aggregates in closed for record in _records(aggregates)]
         sent = await self._topics.send_aggregates(outgoing) if outgoing else None
         batch = WindowedBatch(changes, sent, len(outgoing))
@@ -234,8 +236,8 @@ class Windowing:
     async def _save_batches(self, batches: list[WindowedBatch]) -> None:
         merged: dict[TopicPartition, dict[bytes, bytes]] = {}
         for batch in batches:
-            for tp, (windows, changed) in batch.changes.items():
-                if self._windows.get(tp) is not windows:
+            for tp, (state, changed) in batch.changes.items():
+                if self._states.get(tp) is not state:
                     continue  # revoked since: its new owner finds it in the changelog
                 rows = merged.setdefault(tp, {})
                 rows.update(changed.sensors)
@@ -246,7 +248,7 @@ class Windowing:
         written = [await self._topics.write_changelog(tp, rows) for tp, rows in writes.items()]
         ends = await asyncio.gather(*written)
         for (tp, pairs), end in zip(writes.items(), ends, strict=True):
-            if tp in self._windows:  # else it went meanwhile: a restore reads the changelog
+            if tp in self._states:  # else it went meanwhile: a restore reads the changelog
                 unstored, _ = self._unstored.get(tp, ({}, end))
                 unstored.update(pairs)
                 self._unstored[tp] = (unstored, end)
@@ -288,11 +290,11 @@ class Windowing:
         self._store.write(tp.topic, tp.partition, dict(rows), changelog_end.to_bytes(8, "big"))
 
     def _update_gauges(self) -> None:
-        windows = self._windows.values()
+        states = self._states.values()
         stats = self._stats
-        stats.state_bytes = sum(state.memory_bytes() for state in windows)
+        stats.state_bytes = sum(state.memory_bytes() for state in states)
         stats.peak_state_bytes = max(stats.peak_state_bytes, stats.state_bytes)
-        stats.open_windows = sum(state.sizes().open_windows for state in windows)
+        stats.open_windows = sum(state.open_windows() for state in states)
 
     def close(self) -> None:
         """Close the local store, giving it first the rows it has not taken (a failure to is
@@ -319,16 +321,24 @@ def windowing_for(
     committer: Committer[TopicPartition],
     stats: Stats,
 ) -> Windowing | None:
-    """The window state ``settings`` ask for (None: ``PROCESSOR_WINDOW`` unset), on the
-    partitions ``committer`` commits; raises StateError for a state directory it cannot
-    use."""
-    if settings.window is None:
+    """The state ``settings`` ask for (None: no windows and no QC), on the partitions
+    ``committer`` commits; raises StateError for a state directory it cannot use."""
+    if not settings.has_state:
         return None
     if topics is None:
         raise ConfigError("invalid setting PROCESSOR_WINDOW: the connection has no state topics")
-    spec = WindowSpec(
-        settings.window, settings.allowed_lateness, settings.aggregate_fields, settings.dedup
-    )
+    qc = settings.qc_spec
+    windows = None
+    if settings.window is not None:
+        flagged = tuple(name for name in settings.aggregate_fields if qc and name in qc.fields)
+        windows = WindowSpec(
+            settings.window,
+            settings.allowed_lateness,
+            settings.aggregate_fields,
+            settings.dedup,
+            flagged,
+        )
+    spec = StateSpec(windows, qc, settings.state_fields)
     return Windowing(
         spec,
         topics,

@@ -19,6 +19,11 @@ ERROR_HEADER = "dlq.error.code"
 #: what it was, small enough for any broker; the source names the whole record.
 CUT_PAYLOAD_KEPT_BYTES = 4096
 
+#: How every point ends: its quality control as the stage leaves it, no test run (``qc`` empty,
+#: ``qc_flag`` 2, "not evaluated"). With QC on, the state replaces this ending with the
+#: point's flags (:mod:`processor.qc.endings`), so it must stay the last bytes of a point.
+NO_QC = b',"qc":{},"qc_flag":2}'
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -50,17 +55,21 @@ def encode_point(  # noqa: PLR0917 - hot path: positional on purpose
     where: Located,
     regions: list[str] | None = None,
 ) -> bytes:
-    """The output contract: the input document plus x, y, crs, source (and regions)."""
+    """The output contract: the input document plus x, y, crs, source (and regions), then
+    the quality control of no test (:data:`NO_QC`)."""
     if isinstance(document, bytes):
         added = _Appended(x, y, crs, _Source(where.topic, where.partition, where.offset), regions)
-        return b"%s,%s" % (document[: document.rindex(b"}")], _encoder.encode(added)[1:])
+        head = document[: document.rindex(b"}")]
+        return b"%s,%s%s" % (head, _encoder.encode(added)[1:-1], NO_QC)
+    document.pop("qc", None)  # the processor's, last: see NO_QC
+    document.pop("qc_flag", None)
     document["x"] = x
     document["y"] = y
     document["crs"] = crs
     document["source"] = source_of(where)
     if regions is not None:
         document["regions"] = regions
-    return _encoder.encode(document)
+    return _encoder.encode(document)[:-1] + NO_QC
 
 
 def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
@@ -80,6 +89,7 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
     """
     if not documents:
         return []
+    ending = b"}" + NO_QC  # the source's brace, then the point's QC
     x_text = _encoder.encode(x)[1:-1].split(b",")
     y_text = _encoder.encode(y)[1:-1].split(b",")
     crs_text = _encoder.encode(crs)
@@ -108,7 +118,7 @@ def encode_points(  # noqa: PLR0917 - aligned columns, positional on purpose
         if regions is not None:
             head = b'%s,"regions":%s' % (head, _encoder.encode(regions[i]))
         append(
-            join((head, b',"x":', x_text[i], b',"y":', y_text[i], source, offset_text[i], b"}}"))
+            join((head, b',"x":', x_text[i], b',"y":', y_text[i], source, offset_text[i], ending))
         )
     return values
 

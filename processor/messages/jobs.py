@@ -75,9 +75,9 @@ class Job:
 
     ``keys`` and ``headers`` (only rows that have any) are the input records' own: a dead
     letter keeps them. ``stamps[row]``, when given, are the headers of that row's output.
-    ``window_fields`` (windows on: the fields to aggregate) asks for the points' readings
-    (:attr:`Framed.readings`), ``dedup`` for what framing the points again takes
-    (:attr:`Framed.outputs`).
+    ``state_fields`` (windows or QC on: the reading fields the state reads) asks for the
+    points' readings (:attr:`Framed.readings`); ``keep_points`` (dedup or QC: the state may
+    revise the points) for what framing them again takes (:attr:`Framed.outputs`).
     """
 
     points: BatchSpec  # of the output topic
@@ -86,8 +86,8 @@ class Job:
     columns: Columns = field(default_factory=Columns)
     keys: list[bytes | None] = field(default_factory=list)
     headers: dict[int, Headers] = field(default_factory=dict)
-    window_fields: tuple[str, ...] | None = None
-    dedup: bool = False
+    state_fields: tuple[str, ...] | None = None
+    keep_points: bool = False
 
     def extend(self, topic: str, partition: int, records: Sequence[RecordLike]) -> None:
         """Add a run of records of one partition."""
@@ -118,7 +118,8 @@ class PointReadings:
 @dataclass(frozen=True, slots=True)
 class PointOutputs:
     """A job's points as records, by point in input row order, so that they can be framed
-    again without some rows (dedup drops duplicates after the worker framed them)."""
+    again revised: QC's endings in place of the stage's, without some rows (dedup drops
+    duplicates after the worker framed them)."""
 
     rows: list[int]
     keys: list[bytes]
@@ -133,10 +134,11 @@ class Framed:
     letters: list[ProduceBatch] = field(default_factory=list)
     published: int = 0
     codes: Counter[str] = field(default_factory=Counter)  # dead letters by error code
-    readings: PointReadings | None = None  # when the job had window_fields
-    outputs: PointOutputs | None = None  # when the job had dedup
-    #: The job itself, when it had dedup: set in the process that sent it, after it came
-    #: back (never pickled either way), so that points can be dead-lettered from their input.
+    readings: PointReadings | None = None  # when the job had state_fields
+    outputs: PointOutputs | None = None  # when the job had keep_points
+    #: The job itself, when it had keep_points: set in the process that sent it, after it
+    #: came back (never pickled either way), so that points can be dead-lettered from their
+    #: input.
     job: Job | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -39,8 +39,9 @@ class Aggregates:
     """Windows that closed, ordered by start then sensor key (the order they close in, so the
     same readings give the same sequence however they were batched). Per field ``(n, fields)``
     columns; a field with no value counted has count 0 and NaN mean, min and max. Bounds in
-    UTC epoch microseconds. ``nowcast``: by aggregate, the NowCast of each pollutant that has
-    one (hourly windows of pm25 or pm10, else None)."""
+    UTC epoch microseconds. ``suspect`` and ``failed``: per field, the values QC left out;
+    ``flagged``: the fields QC tests (their counts are reported). ``nowcast``: by aggregate,
+    the NowCast of each pollutant that has one (hourly windows of pm25 or pm10, else None)."""
 
     fields: tuple[str, ...]
     sensors: Keys
@@ -51,6 +52,9 @@ class Aggregates:
     mean: F64
     minimum: F64
     maximum: F64
+    suspect: I64
+    failed: I64
+    flagged: tuple[str, ...] = ()
     nowcast: list[dict[str, Any]] | None = None
 
     @classmethod
@@ -74,6 +78,8 @@ class Aggregates:
             np.where(some, mean, np.nan),
             np.where(some, done.low, np.nan),
             np.where(some, done.high, np.nan),
+            done.suspect,
+            done.failed,
         )
 
     @classmethod
@@ -90,7 +96,9 @@ class Aggregates:
         """The aggregates topic's values: ``window_start``/``window_end`` in RFC 3339 UTC with
         ``Z``, in whole seconds when every bound is one, else milliseconds when every bound is
         a whole one, else microseconds; a field with no value counted in the window is left
-        out of ``fields``; ``nowcast`` only where a pollutant has one."""
+        out of ``fields``; ``qc`` counts the values of each field QC tests that it flagged
+        suspect or failed (and so left out of ``fields``); ``nowcast`` only where a pollutant
+        has one."""
         bounds = np.concatenate((self.start_us, self.end_us))
         unit: Literal["s", "ms", "us"] = "s"
         if (bounds % 1000).any():
@@ -120,6 +128,14 @@ class Aggregates:
             }
             for i, sensor in enumerate(sensor_ids(self.sensors))
         ]
+        if self.flagged:
+            columns = [self.fields.index(name) for name in self.flagged]
+            suspect, failed = self.suspect[:, columns].tolist(), self.failed[:, columns].tolist()
+            for i, row in enumerate(rows):
+                row["qc"] = {
+                    name: {"suspect": suspect[i][f], "failed": failed[i][f]}
+                    for f, name in enumerate(self.flagged)
+                }
         if self.nowcast is not None:
             for row, nowcast in zip(rows, self.nowcast, strict=True):
                 if nowcast:

@@ -9,18 +9,21 @@ from enum import IntEnum
 import numpy as np
 
 from processor.state import hourly
-from processor.state.tables import F64, I64, Keys
+from processor.state.tables import F64, I64, U8, Keys
 
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
     """The settings state depends on: restoring under other settings is refused. Lengths are
-    configured in milliseconds; the state counts in microseconds, as event times are."""
+    configured in milliseconds; the state counts in microseconds, as event times are.
+    ``flagged``: the fields quality control tests, whose aggregates say how many values it
+    left out (not saved with the state: QC's own settings are)."""
 
     length_ms: int
     lateness_ms: int
     fields: tuple[str, ...]
     dedup: bool
+    flagged: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A lateness >= 0 is what lets a reading never close its own window.
@@ -56,13 +59,15 @@ class Readings:
     ``event_us``: event times in UTC epoch microseconds (the dedup key's instant);
     ``sensors`` are :func:`processor.state.aggregates.sensor_keys` (fixed-width UTF-8 bytes,
     searched in C; see there); ``values`` is ``(n, len(spec.fields))``, NaN where the field
-    was missing or not a finite number.
+    was missing or not a finite number; ``flags``, with QC, the values' QARTOD flags (a value
+    flagged 3, suspect, or 4, failed, is not counted, but counted as such).
     """
 
     offsets: I64
     sensors: Keys
     event_us: I64
     values: F64
+    flags: U8 | None = None
 
     def check(self, n_fields: int) -> None:
         """Refuse a batch that breaks the contract: it would corrupt the state silently."""
@@ -70,11 +75,8 @@ class Readings:
         if (
             self.sensors.size != n
             or self.event_us.size != n
-            or self.values.shape
-            != (
-                n,
-                n_fields,
-            )
+            or self.values.shape != (n, n_fields)
+            or (self.flags is not None and self.flags.shape != (n, n_fields))
         ):
             raise ValueError("readings' columns differ in length or in number of fields")
         if self.sensors.dtype.kind != "S":

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
 Keys = npt.NDArray[np.bytes_]
 
 

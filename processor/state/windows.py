@@ -58,6 +58,7 @@ from processor.state.spec import Readings, Verdict, WindowSpec
 from processor.state.tables import (
     F64,
     I64,
+    U8,
     DedupKeys,
     Keys,
     OpenWindows,
@@ -70,6 +71,7 @@ from processor.state.tables import (
 )
 
 Mask = npt.NDArray[np.bool_]
+SUSPECT, FAILED = 3, 4  # QARTOD's flags of values not counted in the statistics
 NOTHING_SEEN = int(np.iinfo(np.int64).min)  # the running maximum before any event time
 
 
@@ -138,8 +140,11 @@ class PartitionWindows:
         verdicts[late] = Verdict.LATE
         np.maximum.at(self._sensors.applied, sensor, offsets)
         self._changed.append(readings.sensors[~replay])
+        flags = readings.flags
         for window, rows in by_window(start, counted):
-            self._count(window, sensor[rows], readings.values[rows])
+            self._count(
+                window, sensor[rows], readings.values[rows], None if flags is None else flags[rows]
+            )
         self._max_event = int(seen[-1])
         return verdicts, self._close(offsets, seen)
 
@@ -194,9 +199,10 @@ class PartitionWindows:
         duplicate: Mask = ~late & (((replay | found) & (recorded != offsets)) | again)
         return duplicate, at
 
-    def _count(self, window: int, sensor: I64, values: F64) -> None:
+    def _count(self, window: int, sensor: I64, values: F64, flags: U8 | None) -> None:
         """Add counted readings to the window starting at ``window``, opening it for the
-        sensors it lacks, in record order so the sums do not depend on the batching."""
+        sensors it lacks, in record order so the sums do not depend on the batching; values
+        QC ``flags`` suspect or failed are counted as such, not in the statistics."""
         n_fields = len(self._spec.fields)
         table = self._windows.get(window) or OpenWindows.empty(n_fields)
         start = np.full(sensor.size, window, dtype=np.int64)
@@ -211,6 +217,11 @@ class PartitionWindows:
             at = renumber(at, opened_at)  # rows found move down past the inserted ones
             at[missing] = opened_at[which] + which
         finite = np.isfinite(values)
+        if flags is not None:
+            suspect, failed = flags == SUSPECT, flags == FAILED
+            np.add.at(table.suspect, at, suspect.astype(np.int64))
+            np.add.at(table.failed, at, failed.astype(np.int64))
+            finite &= ~(suspect | failed)
         np.add.at(table.count, at, 1)
         np.add.at(table.field_count, at, finite.astype(np.int64))
         np.add.at(table.total, at, np.where(finite, values, 0.0))
@@ -235,6 +246,7 @@ class PartitionWindows:
         aggregates = Aggregates.closed(
             spec.fields, self._sensors.keys, closed[0].joined(closed[1:]), spec.length_us
         )
+        aggregates.flagged = spec.flagged
         if spec.pollutants:  # each start's windows in sensor order: the aggregates' order
             aggregates.nowcast = []
             for windows in closed:

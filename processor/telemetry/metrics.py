@@ -51,6 +51,18 @@ def _labelled(label: str, read: Callable[[], Mapping[str, int]], known: Iterable
     return callback
 
 
+def _flags(read: Callable[[], Mapping[tuple[str, int], int]]) -> Callback:
+    """One series per (field, QARTOD flag) that occurred."""
+
+    def callback(_: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {"field": name, "flag": str(flag)})
+            for (name, flag), count in sorted(read().items())
+        ]
+
+    return callback
+
+
 def _partitioned(read: Callable[[], PartitionValues]) -> Callback:
     def callback(_: CallbackOptions) -> Iterable[Observation]:
         return [
@@ -138,6 +150,8 @@ def observe(
          _value(lambda: stats.late_readings)),
         ("processor.aggregates.published", "{aggregate}", "Closed windows' aggregates saved",
          _value(lambda: stats.aggregates_published)),
+        ("processor.qc.flags", "{value}", "Points' QC flags, by field and QARTOD flag",
+         _flags(lambda: stats.qc_flags)),
     ]  # fmt: skip
     for name, unit, description, callback in gauges:
         meter.create_observable_gauge(name, [callback], unit=unit, description=description)

@@ -6,12 +6,12 @@ points and dead letters into produce batches through one function for both
 dead letters keyed and headed as their input was, plus the error code. Both steps run where
 the job runs (a worker process or a thread), so the event loop only queues finished batches.
 
-With windows on, the result also carries the points' readings as numpy columns for the
-window state (:class:`~processor.messages.jobs.PointReadings`); with dedup, the points as
-records (:class:`~processor.messages.jobs.PointOutputs`), so that the rare batch with a
-duplicate can send it to the dead letters instead (:meth:`Framer.dead_letter`, on the event
-loop): its points framed again without it, its dead letter made and framed by the same
-functions that made and framed the stage's own here.
+With windows or QC on, the result also carries the points' readings as numpy columns for the
+state (:class:`~processor.messages.jobs.PointReadings`); with dedup or QC, the points as
+records (:class:`~processor.messages.jobs.PointOutputs`), so that the state can revise them
+(:meth:`Framer.revise`, on the event loop): each point's QC flags in place of the stage's
+"no test" ending, and a duplicate sent to the dead letters instead, its dead letter made and
+framed by the same functions that made and framed the stage's own here.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from processor.geo.stage import Computed, SpatialStage, StageSettings
 from processor.kafka.batches import KeyPartitioner, encode_batches
 from processor.messages.codec import DeadLetterCode, Headers
-from processor.messages.encode import dead_letter_headers, encode_dead_letter
+from processor.messages.encode import NO_QC, dead_letter_headers, encode_dead_letter
 from processor.messages.jobs import (
     BatchSpec,
     Framed,
@@ -58,30 +58,35 @@ class Framer:
                 computed.measures.event_us,
                 computed.measures.values,
             )
-        if job.dedup:
+        if job.keep_points:
             framed.outputs = PointOutputs(computed.rows, computed.keys, computed.values)
         return framed
 
-    def dead_letter(
+    def revise(
         self,
         job: Job,
         framed: Framed,
+        endings: Sequence[bytes] | None,
         rows: Collection[int],
         *,
         code: DeadLetterCode,
         message: str,
         max_bytes: int,
     ) -> Framed:
-        """``framed`` (of ``job``, framed with ``dedup``) with the points of input ``rows``
-        sent to the dead letters instead, as the stage's own dead letters are made (with
-        ``code`` and ``message``; ``max_bytes``: the stage's maximum payload size): its other
-        points framed again in their order, the new dead letters after its own. The readings
-        stay as they were: whoever asked for this has read them."""
+        """``framed`` (of ``job``, framed with ``keep_points``) with each point's ending
+        (:data:`~processor.messages.encode.NO_QC`) replaced by ``endings`` (by point, in
+        its order; None: kept), and the points of input ``rows`` sent to the dead letters
+        instead, as the stage's own dead letters are made (with ``code`` and ``message``;
+        ``max_bytes``: the stage's maximum payload size): its other points framed again in
+        their order, the new dead letters after its own. The readings stay as they were:
+        whoever asked for this has read them."""
         outputs = framed.outputs
         if outputs is None:
-            raise ValueError("the job was framed without dedup: its points cannot be framed again")
+            raise ValueError("the job was framed without its points: they cannot be revised")
         moved = sorted(set(rows))
-        if not moved:
+        if endings is not None:
+            outputs = _ended(outputs, endings)
+        elif not moved:
             return framed
         kept = _without(outputs, moved)
         if len(outputs.rows) - len(kept.rows) != len(moved):
@@ -134,8 +139,19 @@ class Framer:
         return partitioner
 
 
+def _ended(outputs: PointOutputs, endings: Sequence[bytes]) -> PointOutputs:
+    """``outputs`` with each point's stage ending replaced by its own in ``endings``."""
+    if len(endings) != len(outputs.values):
+        raise ValueError(f"{len(endings)} endings for {len(outputs.values)} points")
+    cut = -len(NO_QC)
+    values = [value[:cut] + ending for value, ending in zip(outputs.values, endings, strict=True)]
+    return PointOutputs(outputs.rows, outputs.keys, values)
+
+
 def _without(outputs: PointOutputs, drop_rows: Collection[int]) -> PointOutputs:
     """``outputs`` but the points of input ``drop_rows``, in their order."""
+    if not drop_rows:
+        return outputs
     drop = np.fromiter(drop_rows, dtype=np.int64, count=len(drop_rows))
     keep = np.flatnonzero(np.isin(outputs.rows, drop, invert=True)).tolist()
     rows, keys, values = outputs.rows, outputs.keys, outputs.values
@@ -158,4 +174,4 @@ class StageThenFrame:
         self._stage.warm_up()
 
     def run(self, job: Job) -> Framed:
-        return self._framer.frame(job, self._stage.compute(job.columns, job.window_fields))
+        return self._framer.frame(job, self._stage.compute(job.columns, job.state_fields))

@@ -28,23 +28,23 @@ _REASONS = {
 
 
 class RunnerStage:
-    """The stage where ``runner`` runs it. ``window_fields`` (windows on: the fields they
-    aggregate) asks for the points' readings; ``dedup`` keeps what sending points to the
-    dead letters after the fact takes; ``max_payload_bytes`` is the stage's, for those
-    dead letters."""
+    """The stage where ``runner`` runs it. ``state_fields`` (windows or QC on: the fields the
+    state reads) asks for the points' readings; ``keep_points`` keeps what revising the
+    points after the fact takes (QC's endings, duplicates to the dead letters);
+    ``max_payload_bytes`` is the stage's, for those dead letters."""
 
     def __init__(
         self,
         runner: StageRunner,
         max_payload_bytes: int,
         *,
-        window_fields: tuple[str, ...] | None = None,
-        dedup: bool = False,
+        state_fields: tuple[str, ...] | None = None,
+        keep_points: bool = False,
     ) -> None:
         self.runner = runner
         self._max_bytes = max_payload_bytes
-        self._window_fields = window_fields
-        self._dedup = dedup
+        self._state_fields = state_fields
+        self._keep_points = keep_points
         self._framer = Framer()
 
     @property
@@ -62,25 +62,34 @@ class RunnerStage:
         framing: tuple[BatchSpec, BatchSpec],
     ) -> Framed:
         """``framing``: how to frame the points and the dead letters."""
-        job = Job(*framing, stamps, window_fields=self._window_fields, dedup=self._dedup)
+        job = Job(*framing, stamps, state_fields=self._state_fields, keep_points=self._keep_points)
         for tp, run in runs:
             job.extend(tp.topic, tp.partition, run)
         framed = await self.runner.compute(job)
-        if self._dedup:
+        if self._keep_points:
             framed.job = job  # here, after the round trip: never pickled
         return framed
 
-    def dead_letter(self, staged: Staged, rows: Sequence[int], code: str) -> Framed:
-        """``staged`` (computed here, with ``dedup``) with the points of input ``rows`` sent to
-        the dead letters instead, with ``code``: built and framed as the worker does its own."""
+    def revise(
+        self, staged: Staged, endings: Sequence[bytes] | None, rows: Sequence[int], code: str
+    ) -> Framed:
+        """``staged`` (computed here, with ``keep_points``) with its points' QC ``endings``
+        and the points of input ``rows`` sent to the dead letters instead, with ``code``:
+        built and framed as the worker does its own."""
         if not isinstance(staged, Framed) or staged.job is None:
-            raise ValueError("only a batch computed here with dedup can have dead letters added")
+            raise ValueError("only a batch computed here with keep_points can be revised")
         letter = DeadLetterCode(code)
         reason = _REASONS.get(letter)
         if reason is None:
             raise ValueError(f"dead letters of code {code} come from the stage, not the engine")
-        return self._framer.dead_letter(
-            staged.job, staged, rows, code=letter, message=reason, max_bytes=self._max_bytes
+        return self._framer.revise(
+            staged.job,
+            staged,
+            endings,
+            rows,
+            code=letter,
+            message=reason,
+            max_bytes=self._max_bytes,
         )
 
     def describe(self) -> dict[str, int]:
@@ -116,8 +125,10 @@ class Delayed:
             await asyncio.sleep(self._delay_s)
         return await self._stage.compute(runs, records, stamps, framing)
 
-    def dead_letter(self, staged: Staged, rows: Sequence[int], code: str) -> Staged:
-        return self._stage.dead_letter(staged, rows, code)
+    def revise(
+        self, staged: Staged, endings: Sequence[bytes] | None, rows: Sequence[int], code: str
+    ) -> Staged:
+        return self._stage.revise(staged, endings, rows, code)
 
     def describe(self) -> dict[str, int]:
         return self._stage.describe()

@@ -242,7 +242,7 @@ async def _rebalance_to_a_second_member(
         await read_all(bootstrap, topics.output, 3_000)
         members.append(ProcessorProcess(second, tmp / "b.log"))
         await wait_for(
-            lambda: "window state restored" in members[1].log(),
+            lambda: "state restored" in members[1].log(),
             what="the second member restored a partition's state",
         )
         await produce(bootstrap, topics.input, second_part)

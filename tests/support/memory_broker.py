@@ -122,12 +122,14 @@ class MemoryConsumer:
 class Counted:
     """A batch computed by :class:`CountingStage`: every record a point, except those whose
     value is not a reading, which are dead letters with code ``invalid_json``; ``readings``
-    are what the stage's ``readings`` function made of the batch, if it has one."""
+    are what the stage's ``readings`` function made of the batch, if it has one; ``endings``
+    the QC endings the state gave its points (by point, in input row order)."""
 
     outputs: list[tuple[TopicPartition, int]]
     published: int
     codes: Counter[str]
     readings: PointReadings | None = None
+    endings: list[bytes] | None = None
 
 
 #: What a test makes of a batch's runs and records as the points' readings (windows on).
@@ -170,14 +172,19 @@ class CountingStage:
         codes = Counter({"invalid_json": bad} if bad else {})
         return Counted(outputs, len(records) - bad, codes, readings)
 
-    def dead_letter(self, staged: Counted, rows: Sequence[int], code: str) -> Counted:
-        """``staged`` with ``rows``' points counted as dead letters of ``code`` instead."""
+    def revise(
+        self, staged: Counted, endings: Sequence[bytes] | None, rows: Sequence[int], code: str
+    ) -> Counted:
+        """``staged`` with its points' QC ``endings`` kept (for the tests to read) and
+        ``rows``' points counted as dead letters of ``code`` instead."""
         moved = len(set(rows))
         if moved > staged.published:
             raise ValueError(f"{moved} rows to dead-letter, but {staged.published} points")
         codes = staged.codes.copy()
         if moved:
             codes[code] += moved
+        if endings is not None:
+            staged = replace(staged, endings=list(endings))
         return replace(staged, published=staged.published - moved, codes=codes)
 
     def describe(self) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """Points sent to the dead letters after the worker framed them (the window state's
-duplicates): ``Stage.dead_letter`` of the stage runners, through a thread and a worker
+duplicates): ``Stage.revise`` of the stage runners, through a thread and a worker
 process, against the batch framed without those inputs and the dead-letter contract."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def by_partition(framed: Sequence[ProduceBatch]) -> dict[int, list[Any]]:
 @pytest.fixture(scope="module", params=["thread", "process"])
 async def stage(request: pytest.FixtureRequest) -> AsyncIterator[RunnerStage]:
     runner = ThreadRunner(Settings()) if request.param == "thread" else ProcessRunner(Settings(), 1)
-    stage = RunnerStage(runner, MAX_BYTES, window_fields=FIELDS, dedup=True)
+    stage = RunnerStage(runner, MAX_BYTES, state_fields=FIELDS, keep_points=True)
     await stage.start()
     yield stage
     await stage.close()
@@ -117,7 +117,7 @@ def some_points(framed: Framed) -> list[int]:
 async def test_the_points_left_are_the_batch_framed_without_those_inputs(
     prebuilt: bool,
 ) -> None:
-    stage = RunnerStage(ThreadRunner(Settings()), MAX_BYTES, window_fields=FIELDS, dedup=True)
+    stage = RunnerStage(ThreadRunner(Settings()), MAX_BYTES, state_fields=FIELDS, keep_points=True)
     await stage.start()
     try:
         framed, _ = await computed(stage, prebuilt)
@@ -126,7 +126,7 @@ async def test_the_points_left_are_the_batch_framed_without_those_inputs(
         alone = await stage.compute(runs, flat(runs), stamps, framing(prebuilt))
     finally:
         await stage.close()
-    dead = stage.dead_letter(framed, rows, DUPLICATE)
+    dead = stage.revise(framed, None, rows, DUPLICATE)
     assert len(by_partition(dead.points)) == 3
     assert dead.points == alone.points  # the same bytes, batch for batch
     assert dead.outputs is not None
@@ -142,7 +142,7 @@ async def test_the_points_left_keep_their_order_in_every_partition(stage: Runner
     dropped = {
         v for r, v in zip(framed.outputs.rows, framed.outputs.values, strict=True) if r in rows
     }
-    dead = stage.dead_letter(framed, rows, DUPLICATE)
+    dead = stage.revise(framed, None, rows, DUPLICATE)
     expected = {
         partition: [point for point in points if point[1] not in dropped]
         for partition, points in by_partition(framed.points).items()
@@ -157,7 +157,7 @@ async def test_a_duplicates_dead_letter_carries_its_input_as_the_stages_own_do(
     framed, records = await computed(stage)
     _, stamps = inputs()
     rows = some_points(framed)
-    dead = stage.dead_letter(framed, [*rows, rows[0]], DUPLICATE)  # a row twice: one letter
+    dead = stage.revise(framed, None, [*rows, rows[0]], DUPLICATE)  # a row twice: one letter
     assert dead.letters[: len(framed.letters)] == framed.letters  # the stage's own, untouched
     added = messages(dead.letters[len(framed.letters) :])
     schema = Draft202012Validator(json.loads(SCHEMA.read_text()))
@@ -187,7 +187,7 @@ async def test_a_duplicates_dead_letter_carries_its_input_as_the_stages_own_do(
 
 async def test_no_rows_leave_the_batch_as_it_was(stage: RunnerStage) -> None:
     framed, _ = await computed(stage)
-    same = stage.dead_letter(framed, [], DUPLICATE)
+    same = stage.revise(framed, None, [], DUPLICATE)
     assert (same.points, same.letters) == (framed.points, framed.letters)
     assert (same.published, same.codes) == (framed.published, framed.codes)
 
@@ -196,8 +196,8 @@ async def test_a_second_call_sends_more_and_keeps_the_first(stage: RunnerStage) 
     framed, _ = await computed(stage)
     assert framed.outputs is not None
     first, second = framed.outputs.rows[:2], framed.outputs.rows[5:8]
-    once = stage.dead_letter(framed, first, DUPLICATE)
-    twice = stage.dead_letter(once, second, DUPLICATE)
+    once = stage.revise(framed, None, first, DUPLICATE)
+    twice = stage.revise(once, None, second, DUPLICATE)
     assert twice.published == framed.published - 5 == len(messages(twice.points))
     assert twice.codes[DUPLICATE] == 5
     gone = {
@@ -205,7 +205,7 @@ async def test_a_second_call_sends_more_and_keeps_the_first(stage: RunnerStage) 
     }
     assert not gone & {value for _, value, _ in messages(twice.points)}
     with pytest.raises(ValueError, match="only a job's points"):
-        stage.dead_letter(twice, first, DUPLICATE)  # no longer points
+        stage.revise(twice, None, first, DUPLICATE)  # no longer points
 
 
 async def test_what_cannot_be_a_duplicate_is_refused(stage: RunnerStage) -> None:
@@ -213,13 +213,13 @@ async def test_what_cannot_be_a_duplicate_is_refused(stage: RunnerStage) -> None
     assert framed.outputs is not None
     letter_row = next(row for row in range(len(records)) if row not in framed.outputs.rows)
     with pytest.raises(ValueError, match="only a job's points"):
-        stage.dead_letter(framed, [framed.outputs.rows[0], letter_row], DUPLICATE)
+        stage.revise(framed, None, [framed.outputs.rows[0], letter_row], DUPLICATE)
     with pytest.raises(ValueError, match="come from the stage"):
-        stage.dead_letter(framed, [framed.outputs.rows[0]], "invalid_json")
+        stage.revise(framed, None, [framed.outputs.rows[0]], "invalid_json")
     with pytest.raises(ValueError, match="not a valid DeadLetterCode"):
-        stage.dead_letter(framed, [framed.outputs.rows[0]], "late")
-    with pytest.raises(ValueError, match="with dedup"):
-        stage.dead_letter(Framed(), [0], DUPLICATE)
+        stage.revise(framed, None, [framed.outputs.rows[0]], "late")
+    with pytest.raises(ValueError, match="with keep_points"):
+        stage.revise(Framed(), None, [0], DUPLICATE)
 
 
 async def test_without_dedup_nothing_is_kept_and_nothing_can_be_sent() -> None:
@@ -230,8 +230,8 @@ async def test_without_dedup_nothing_is_kept_and_nothing_can_be_sent() -> None:
     finally:
         await stage.close()
     assert (framed.readings, framed.outputs, framed.job) == (None, None, None)
-    with pytest.raises(ValueError, match="with dedup"):
-        stage.dead_letter(framed, [0], DUPLICATE)
+    with pytest.raises(ValueError, match="with keep_points"):
+        stage.revise(framed, None, [0], DUPLICATE)
 
 
 async def test_a_point_of_the_maximum_size_is_cut_in_its_dead_letter_as_the_stage_cuts() -> None:
@@ -239,7 +239,7 @@ async def test_a_point_of_the_maximum_size_is_cut_in_its_dead_letter_as_the_stag
     padding = size - len(reading(note=""))
     value = reading(note="x" * padding)
     assert len(value) == size
-    stage = RunnerStage(ThreadRunner(Settings(max_payload_bytes=size)), size, dedup=True)
+    stage = RunnerStage(ThreadRunner(Settings(max_payload_bytes=size)), size, keep_points=True)
     await stage.start()
     try:
         tp = TopicPartition("in", 0)
@@ -248,7 +248,7 @@ async def test_a_point_of_the_maximum_size_is_cut_in_its_dead_letter_as_the_stag
     finally:
         await stage.close()
     assert framed.published == 1  # at the maximum: a point (over it: too_large)
-    dead = stage.dead_letter(framed, [0], DUPLICATE)
+    dead = stage.revise(framed, None, [0], DUPLICATE)
     [(_, letter, _)] = messages(dead.letters)
     document = json.loads(letter)
     assert document["payload_truncated"] is True
@@ -285,7 +285,7 @@ WORK_STAGE = StageThenFrame(SpatialStage.from_settings(Settings()))
 
 
 def job(values: Sequence[bytes | None], prebuilt: bool) -> Job:
-    work = Job(*framing(prebuilt), dedup=True)
+    work = Job(*framing(prebuilt), keep_points=True)
     work.extend("in", 4, [record(v, 100 + i, key=b"k%d" % i) for i, v in enumerate(values)])
     return work
 
@@ -299,8 +299,8 @@ def test_any_points_go_and_the_rest_keep_their_place(data: st.DataObject) -> Non
     assert framed.outputs is not None
     rows = framed.outputs.rows
     drop = set(data.draw(st.lists(st.sampled_from(rows))))
-    dead = Framer().dead_letter(
-        work, framed, drop, code=DeadLetterCode.DUPLICATE, message="m", max_bytes=MAX_BYTES
+    dead = Framer().revise(
+        work, framed, None, drop, code=DeadLetterCode.DUPLICATE, message="m", max_bytes=MAX_BYTES
     )
     dropped = {value for row, value in zip(rows, framed.outputs.values, strict=True) if row in drop}
     expected = {
@@ -314,12 +314,18 @@ def test_any_points_go_and_the_rest_keep_their_place(data: st.DataObject) -> Non
     assert sorted(letters[len(messages(framed.letters)) :]) == sorted(100 + row for row in drop)
 
 
-def test_the_framer_needs_dedup() -> None:
+def test_the_framer_needs_the_points_kept() -> None:
     work = job([reading()], prebuilt=True)
-    work.dedup = False
-    with pytest.raises(ValueError, match="without dedup"):
-        Framer().dead_letter(
-            work, WORK_STAGE.run(work), [0], code=DeadLetterCode.DUPLICATE, message="m", max_bytes=1
+    work.keep_points = False
+    with pytest.raises(ValueError, match="without its points"):
+        Framer().revise(
+            work,
+            WORK_STAGE.run(work),
+            None,
+            [0],
+            code=DeadLetterCode.DUPLICATE,
+            message="m",
+            max_bytes=1,
         )
 
 
@@ -343,8 +349,8 @@ async def test_the_counting_stage_moves_counts_and_gives_the_readings_it_is_give
     assert isinstance(counted, Counted)
     assert counted.readings is given_readings
     assert made == [([(tp, records)], records)]
-    dead = stage.dead_letter(counted, [0, 2, 2], DUPLICATE)
+    dead = stage.revise(counted, None, [0, 2, 2], DUPLICATE)
     assert (dead.published, dead.codes) == (1, Counter({"invalid_json": 1, DUPLICATE: 2}))
     assert (counted.published, counted.codes) == (3, Counter({"invalid_json": 1}))
-    assert stage.dead_letter(counted, [], DUPLICATE).codes == counted.codes
+    assert stage.revise(counted, None, [], DUPLICATE).codes == counted.codes
     assert (await CountingStage().compute([(tp, records)], records, None, None)).readings is None

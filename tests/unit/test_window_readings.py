@@ -47,7 +47,7 @@ def job(
     """``values`` as one partition's run (offsets from 100), every third row stamped."""
     stamps = [[("traceparent", b"%d" % row)] if row % 3 == 0 else [] for row in range(len(values))]
     work = Job(BatchSpec((0, 1, 2), 1 << 14, prebuilt=prebuilt), BatchSpec((0,), 1 << 14), stamps)
-    work.window_fields, work.dedup = fields, dedup
+    work.state_fields, work.keep_points = fields, dedup
     keys = [b"k%d" % row for row in range(len(values))]
     work.extend(
         "in",
