@@ -76,9 +76,11 @@ def env_for(settings: Settings) -> dict[str, str]:
 
 def _env_text(name: str, value: Any) -> str:
     """A setting's value as its variable spells it: booleans lower case, lists with commas,
-    durations with their unit."""
+    durations with their unit, tables as JSON."""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value)
     if isinstance(value, tuple | list):
         return ",".join(map(str, value))
     return format_ms(value) if is_duration(Settings.model_fields[name]) else str(value)

@@ -3,7 +3,9 @@ readings (duplicates spelled with an offset too, and readings under a millisecon
 are not duplicates), ``kill -9`` twice mid-stream, a rebalance to a second member, a graceful
 stop and a restart; every aggregate published equals the one an offline reading of the
 contract computes from the input, and every duplicate is a dead letter, never a point (issue
-17)."""
+17). QC runs beside the windows (pm25: a gross range and a spike test): every copy of every
+point carries the flags one uninterrupted pass over its partition gives, and the windows
+leave out exactly the values flagged suspect or failed (issue 18)."""
 
 from __future__ import annotations
 
@@ -17,10 +19,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from processor.config import Settings
 from processor.kafka.admin import create_topics
+from processor.qc import PartitionQc, QcSpec, thresholds_of
+from processor.qc.endings import point_endings
+from processor.state.aggregates import sensor_keys
 from tests.integration.broker import TestBroker
 from tests.integration.kafka import (
     ProcessorProcess,
@@ -39,11 +45,15 @@ LATENESS = 30_000
 SECOND_US = 1_000_000  # event times are µs
 T0 = 1_796_083_200 * SECOND_US  # 2026-12-01T00:00:00Z
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SUSPECT, FAILED = 3, 4
 PLUS_ONE = timezone(timedelta(hours=1))
 FIELDS = ("pm25", "pm10")
 SENSORS = [f"win-{i:03d}" for i in range(40)]
 STEPS = 120  # a reading every 5 s per sensor: 10 minutes of event time
 SECOND_PART = 84  # produced once a second member shares the partitions
+#: pm25 is drawn from 0-80: about one value in eight fails the range, and jumps suspect.
+QC_TABLES = {"pm25": {"gross_range_fail": [0, 70], "spike_suspect": 60, "spike_fail": 75}}
+QC_SPEC = QcSpec.of(thresholds_of(QC_TABLES))
 
 
 def _iso(us: int, zone: timezone = UTC) -> str:
@@ -107,7 +117,7 @@ class _Oracle:
     closed: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     duplicates: set[int] = field(default_factory=set)  # input offsets
 
-    def read(self, offset: int, value: bytes) -> None:
+    def read(self, offset: int, value: bytes, pm25_flag: int) -> None:
         document = json.loads(value)
         sensor = document["sensor_id"]
         event = _us(document["timestamp"])
@@ -120,31 +130,57 @@ class _Oracle:
             self.duplicates.add(offset)
         else:
             self.keys.add((sensor, event))
-            window = self.open.setdefault((sensor, start), [0, {f: [] for f in FIELDS}])
+            window = self.open.setdefault((sensor, start), [0, {f: [] for f in FIELDS}, 0, 0])
             window[0] += 1
+            window[2] += pm25_flag == SUSPECT
+            window[3] += pm25_flag == FAILED
             for name in FIELDS:
                 number = document.get(name)
-                if isinstance(number, float | int) and math.isfinite(number):
+                flagged = name == "pm25" and pm25_flag in (SUSPECT, FAILED)
+                if isinstance(number, float | int) and math.isfinite(number) and not flagged:
                     window[1][name].append(float(number))
         self.max_event = event if self.max_event is None else max(self.max_event, event)
         watermark = self.max_event - lateness
         for sensor_start in [k for k in self.open if k[1] + length <= watermark]:
-            count, values = self.open.pop(sensor_start)
-            self.closed[sensor_start] = {"count": count, "fields": values}
+            count, values, suspect, failed = self.open.pop(sensor_start)
+            qc = {"pm25": {"suspect": suspect, "failed": failed}}
+            self.closed[sensor_start] = {"count": count, "fields": values, "qc": qc}
 
 
-def _offline(inputs: list[Any]) -> tuple[dict[tuple[str, int], dict[str, Any]], set[Any]]:
+def _flags(inputs: list[Any]) -> dict[tuple[int, int], dict[str, Any]]:
+    """Each input's QC, as one uninterrupted pass over its partition in offset order gives it:
+    the point's ``qc`` and ``qc_flag``, by (partition, offset)."""
+    out = {}
+    for partition in {record.partition for record in inputs}:
+        mine = sorted((r for r in inputs if r.partition == partition), key=lambda r: r.offset)
+        documents = [json.loads(record.value) for record in mine]
+        flags = PartitionQc(QC_SPEC).apply(
+            np.array([record.offset for record in mine], dtype=np.int64),
+            sensor_keys([document["sensor_id"] for document in documents]),
+            np.array([_us(document["timestamp"]) for document in documents], dtype=np.int64),
+            np.array([[document["pm25"]] for document in documents], dtype=np.float64),
+        )
+        endings = point_endings(QC_SPEC.fields, flags.flag, flags.failed)
+        for record, ending in zip(mine, endings, strict=True):
+            out[(partition, record.offset)] = json.loads(b"{" + ending[1:])
+    return out
+
+
+def _offline(
+    inputs: list[Any], flags: dict[tuple[int, int], dict[str, Any]]
+) -> tuple[dict[tuple[str, int], dict[str, Any]], set[Any]]:
     """Closed windows and duplicate inputs, from the input topic as the broker holds it."""
     partitions: dict[int, _Oracle] = defaultdict(_Oracle)
     for record in sorted(inputs, key=lambda r: (r.partition, r.offset)):
-        partitions[record.partition].read(record.offset, record.value)
+        pm25_flag = flags[(record.partition, record.offset)]["qc"]["pm25"]["flag"]
+        partitions[record.partition].read(record.offset, record.value, pm25_flag)
     closed = {k: v for oracle in partitions.values() for k, v in oracle.closed.items()}
     duplicates = {(p, o) for p, oracle in partitions.items() for o in oracle.duplicates}
     return closed, duplicates
 
 
 def _matches(published: dict[str, Any], expected: dict[str, Any]) -> bool:
-    if published["count"] != expected["count"]:
+    if published["count"] != expected["count"] or published["qc"] != expected["qc"]:
         return False
     if set(published["fields"]) != {name for name in FIELDS if expected["fields"][name]}:
         return False  # a field with no value counted is left out
@@ -186,6 +222,7 @@ async def test_aggregates_survive_kill_9_twice_a_rebalance_and_a_restart(
         dedup=True,
         aggregates_topic=aggregates_topic,
         state_dir=tmp_path / "state-a",
+        qc=json.dumps(QC_TABLES),
         stage_delay_ms=60,
         batch_max_records=50,
         buffer_max_records=600,
@@ -194,7 +231,9 @@ async def test_aggregates_survive_kill_9_twice_a_rebalance_and_a_restart(
     await _rebalance_to_a_second_member(settings, bootstrap, topics, tmp_path, second)
     await _restart_and_close_every_window(settings, bootstrap, topics, tmp_path)
 
-    expected, duplicates = _offline(await read_all(bootstrap, topics.input, None))
+    inputs = await read_all(bootstrap, topics.input, None)
+    flags = _flags(inputs)
+    expected, duplicates = _offline(inputs, flags)
     expected = {k: v for k, v in expected.items() if not k[0].startswith("flush-")}
     assert duplicates, "the input must have duplicates"
     by_window: dict[tuple[str, int], set[bytes]] = defaultdict(set)
@@ -213,7 +252,18 @@ async def test_aggregates_survive_kill_9_twice_a_rebalance_and_a_restart(
     codes = Counter(json.loads(r.value)["error"]["code"] for r in letters)
     assert set(codes) == {"duplicate"}
     assert _sources(letters) == duplicates
-    assert not _sources(await read_all(bootstrap, topics.output, None)) & duplicates
+    points = await read_all(bootstrap, topics.output, None)
+    assert not _sources(points) & duplicates
+    flagged: Counter[int] = Counter()
+    for point in points:
+        document = json.loads(point.value)
+        source = document["source"]
+        qc = flags[(source["partition"], source["offset"])]
+        assert (document["qc"], document["qc_flag"]) == (qc["qc"], qc["qc_flag"]), source
+        flagged[document["qc_flag"]] += 1
+    assert flagged[FAILED], flagged
+    assert flagged[SUSPECT], flagged
+    assert flagged[1], flagged
 
 
 async def _crash_twice(settings: Settings, bootstrap: str, topics: Topics, tmp: Path) -> None:
