@@ -1,9 +1,10 @@
 """One input partition's state as the engine keeps it: its QC history, its windows, or both,
 applied to a batch's readings together and saved as one set of changelog rows.
 
-QC runs first, on every reading in offset order (a duplicate too: QC does not know the
-window state's verdicts), so that the windows can leave the values it flags suspect or failed
-out of their statistics. Both keep a per-sensor applied offset and give a replayed record
+QC runs on every reading in offset order but the window state's duplicates (a redelivered
+reading is no new observation: it would count as a repeat for the flat line), once the
+windows know them and before they count, so that they can leave the values it flags suspect
+or failed out of their statistics. Both keep a per-sensor applied offset and give a replayed record
 what it got the first time, so they agree after any crash. Their rows share the changelog:
 QC's keys end with :data:`~processor.qc.QC_KEY_END`, the windows' sensor keys with
 :data:`~processor.state.aggregates.KEY_END` and the windows' partition row, key ``b""``, is
@@ -94,22 +95,34 @@ class PartitionState:
     def apply(self, offsets: I64, sensors: Keys, event_us: I64, values: F64) -> Applied:
         """Flag, then count one batch of the partition's readings, in offset order
         (``values``: the columns of ``spec.fields``)."""
-        spec = self.spec
-        flags = None
-        if self.qc is not None:
-            flags = self.qc.apply(offsets, sensors, event_us, values[:, spec.qc_columns])
+        spec, qc = self.spec, self.qc
         if self.windows is None:
+            flags = None
+            if qc is not None:
+                flags = qc.apply(offsets, sensors, event_us, values[:, spec.qc_columns])
             return Applied(None, None, flags)
-        window_flags = None
-        if flags is not None:
+        judged: list[Flags] = []
+
+        def judge(kept: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8] | None:
+            """QC of the readings ``kept`` (no duplicates): their flags, as the windows'
+            fields have them."""
+            if qc is None:
+                return None
+            got = qc.apply(
+                offsets[kept], sensors[kept], event_us[kept], values[kept][:, spec.qc_columns]
+            )
+            flags = Flags(np.full((kept.size, len(spec.qc_columns)), NOT_EVALUATED, np.uint8),
+                          np.zeros((kept.size, len(spec.qc_columns)), np.uint8))  # fmt: skip
+            flags.flag[kept], flags.failed[kept] = got.flag, got.failed
+            judged.append(flags)
             tested = spec.flag_columns >= 0
-            window_flags = np.where(
-                tested, flags.flag[:, np.maximum(spec.flag_columns, 0)], NOT_EVALUATED
-            ).astype(np.uint8)
+            by_window_field = flags.flag[:, np.maximum(spec.flag_columns, 0)]
+            return np.where(tested, by_window_field, NOT_EVALUATED).astype(np.uint8)
+
         verdicts, aggregates = self.windows.apply(
-            Readings(offsets, sensors, event_us, values[:, spec.window_columns], window_flags)
+            Readings(offsets, sensors, event_us, values[:, spec.window_columns]), judge
         )
-        return Applied(verdicts, aggregates, flags)
+        return Applied(verdicts, aggregates, judged[0] if judged else None)
 
     def release(self, commit_offset: int) -> None:
         """The commit point reached ``commit_offset``: what replays needed before it goes."""

@@ -34,7 +34,7 @@ was written) and the dedup keys of windows released since.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -71,6 +71,8 @@ from processor.state.tables import (
 )
 
 Mask = npt.NDArray[np.bool_]
+#: QC's flags of a batch's values (readings, fields), given which readings are no duplicates.
+Judge = Callable[[Mask], U8 | None]
 SUSPECT, FAILED = 3, 4  # QARTOD's flags of values not counted in the statistics
 NOTHING_SEEN = int(np.iinfo(np.int64).min)  # the running maximum before any event time
 
@@ -110,10 +112,14 @@ class PartitionWindows:
             return None
         return self._max_event - self._spec.lateness_us
 
-    def apply(self, readings: Readings) -> tuple[npt.NDArray[np.uint8], Aggregates]:
+    def apply(
+        self, readings: Readings, judge: Judge | None = None
+    ) -> tuple[npt.NDArray[np.uint8], Aggregates]:
         """Count a batch: each reading's :class:`Verdict`, and the windows its readings closed.
 
         Re-read records (offset at or below their sensor's applied offset) change nothing.
+        ``judge`` (QC), told which readings are not duplicates once that is known, gives the
+        values' flags for the counting (else ``readings.flags``).
         """
         spec = self._spec
         readings.check(len(spec.fields))
@@ -140,7 +146,7 @@ class PartitionWindows:
         verdicts[late] = Verdict.LATE
         np.maximum.at(self._sensors.applied, sensor, offsets)
         self._changed.append(readings.sensors[~replay])
-        flags = readings.flags
+        flags = readings.flags if judge is None else judge(verdicts != Verdict.DUPLICATE)
         for window, rows in by_window(start, counted):
             self._count(
                 window, sensor[rows], readings.values[rows], None if flags is None else flags[rows]

@@ -370,3 +370,19 @@ async def test_windows_leave_flagged_values_out_and_count_them(tmp_path: Path) -
     # both failed, left out of the statistics and counted as failed.
     assert minute_0["fields"]["pm25"] == {"count": 2, "mean": 5.5, "min": 5.0, "max": 6.0}
     assert minute_0["qc"] == {"pm25": {"suspect": 0, "failed": 2}}
+
+
+async def test_duplicates_are_no_observations_for_qc(tmp_path: Path) -> None:
+    # A reading redelivered twice: with dedup it is dead-lettered, and QC never sees it, so
+    # the sensor's next reading of the same value is no flat line (it would be, counting
+    # the copies as repeats).
+    broker, topics = MemoryBroker(), MemoryStateTopics()
+    flat = '{"pm25": {"flat_line_suspect": 2, "flat_line_fail": 3, "flat_line_tolerance": 0.1}}'
+    _produce(broker, [("s1", T0, 5.0)] * 3 + [("s1", T0 + 10, 5.0), ("s1", T0 + 20, 5.0)])
+    connection = _connection(broker, topics)
+    processor = _processor(tmp_path, connection, qc=flat, dedup=True)
+    await _run_to_end(processor, broker)
+    assert processor.stats.dead_lettered == {"duplicate": 2}
+    # By input row: the two copies (dead letters) were never evaluated.
+    flags = [json.loads(b"{" + e[1:])["qc"]["pm25"]["flag"] for e in _endings(connection)]
+    assert flags == [1, 2, 2, 1, 3]  # 3 readings in a row, not 5: suspect at the third
