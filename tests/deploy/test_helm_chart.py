@@ -73,7 +73,6 @@ WINDOW_SETTINGS = {
         "allowed_lateness",
         "aggregates_topic",
         "dedup",
-        "state_dir",
     )
 }
 
@@ -253,6 +252,8 @@ TYPOS = [
     pytest.param({"windows": {"length": 3600}}, id="windows.length-number"),
     pytest.param({"windows": {"allowedLateness": "10min"}}, id="windows.allowedLateness"),
     pytest.param({"windows": {"aggregateFields": ["pm25,pm10"]}}, id="windows.aggregateFields"),
+    pytest.param({"qc": {"enabeld": False}}, id="qc"),
+    pytest.param({"qc": {"tests": {"pm25": {"spike_fai": 80}}}}, id="qc.tests-key"),
 ]
 
 
@@ -870,3 +871,27 @@ def test_notes_explain_idle_replicas(chart: helm.Chart) -> None:
     assert "45s" in notes  # terminationGracePeriodSeconds
     values_text = (CHART_DIR / "values.yaml").read_text()
     assert "sit idle" in values_text
+
+
+# --- quality control -----------------------------------------------------------------------
+
+
+def test_qc_tests_reach_the_processor_as_the_json_it_reads(chart: helm.Chart) -> None:
+    tests = {
+        "pm25": {"spike_fail": 80, "flat_line_suspect": False},
+        "battery": {"gross_range_fail": [3.0, 4.3]},
+    }
+    settings = processor_settings(render(chart, {"qc": {"tests": tests}}))
+    assert settings.qc == tests
+    assert settings.qc_spec is not None
+    assert settings.qc_spec.fields == ("battery", "pm25")  # pm25: the spike test alone
+    assert settings.qc_enabled
+    # The state directory is on the spill volume whether windows are on or not: QC keeps state.
+    spill = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["spill"]["mountPath"]
+    assert settings.state_dir == Path(spill) / "state"
+
+
+def test_qc_can_be_turned_off_and_renders_no_tests_by_default(chart: helm.Chart) -> None:
+    assert "PROCESSOR_QC" not in env_of(render(chart))
+    settings = processor_settings(render(chart, {"qc": {"enabled": False}}))
+    assert not settings.qc_enabled

@@ -305,10 +305,16 @@ Environment of the processor container.
   value: {{ .aggregatesTopic | quote }}
 - name: PROCESSOR_DEDUP
   value: {{ .dedup | toString | quote }}
+{{- end }}
+{{- end }}
+- name: PROCESSOR_QC_ENABLED
+  value: {{ .Values.qc.enabled | toString | quote }}
+{{- with .Values.qc.tests }}
+- name: PROCESSOR_QC
+  value: {{ toJson . | quote }}
+{{- end }}
 - name: PROCESSOR_STATE_DIR
   value: {{ include "geo-stream-processor.stateDir" $ | quote }}
-{{- end }}
-{{- end }}
 - name: PROCESSOR_SHUTDOWN_TIMEOUT_S
   value: {{ .Values.processor.shutdownTimeoutSeconds | int64 | quote }}
 - name: PROCESSOR_HTTP_PORT
