@@ -76,7 +76,15 @@ class Stats:
             "peak_memory_mb": round(self.peak_memory / MIB, 1),
             "memory_budget_mb": round(self.memory_budget / MIB, 1),
             **self._windows_summary(),
+            **self._qc_summary(),
         }
+
+    def _qc_summary(self) -> dict[str, Any]:
+        """The points' QC flags by field, then flag (QC off: nothing)."""
+        by_field: dict[str, dict[str, int]] = {}
+        for (name, flag), count in sorted(self.qc_flags.items()):
+            by_field.setdefault(name, {})[str(flag)] = count
+        return {"qc_flags": by_field} if by_field else {}
 
     def _windows_summary(self) -> dict[str, Any]:
         if not self.peak_state_bytes:  # windows off

@@ -44,8 +44,9 @@ class Sample:
     memory_used: int
     memory_budget: int
     lag: dict[int, int]  # partition: produced but not committed
-    #: region: (start of its latest closed window, s since the sensors started; mean pm25)
-    pm25: dict[str, tuple[float, float]]
+    #: region: (start of its latest closed window, s since the sensors started; mean pm25;
+    #: its NowCast AQI)
+    pm25: dict[str, tuple[float, float, int | None]]
 
     @property
     def paused_by_reason(self) -> dict[str, int]:
@@ -81,10 +82,7 @@ def take_sample(
         memory_used=stats.memory_used,
         memory_budget=stats.memory_budget,
         lag={p: max(0, end - committed.get(p, 0)) for p, end in sorted(network.acked.items())},
-        pm25={
-            region: ((start - network.started_ms) / 1000, mean)
-            for region, (start, mean) in sorted(regions.latest().items())
-        },
+        pm25=dict(sorted(regions.latest(network.started_ms).items())),
     )
 
 
@@ -136,7 +134,7 @@ def plain_line(history: list[Sample]) -> str:
         f"spill {s.spill_records:,} | mem {s.memory_used / MIB:.0f}/"
         f"{s.memory_budget / MIB:.0f} MB | dead letters {sum(s.dead_lettered.values()):,}"
     )
-    means = " ".join(f"{region} {mean:.0f}" for region, (_, mean) in s.pm25.items())
+    means = " ".join(f"{region} {mean:.0f}" for region, (_, mean, _) in s.pm25.items())
     return f"{line} | pm25 {means}" if means else line
 
 
@@ -145,10 +143,10 @@ def _pm25_line(sample: Sample) -> Text:
     line = Text("pm25 µg/m³, latest closed window:  ")
     if not sample.pm25:
         line.append("no window closed yet", style="dim")
-    for i, (region, (start, mean)) in enumerate(sample.pm25.items()):
+    for i, (region, (start, mean, aqi)) in enumerate(sample.pm25.items()):
         line.append(f"{'   ' if i else ''}{region} ")
         line.append(f"{mean:.0f}", style="bold red" if mean >= _UNHEALTHY_PM25 else "green")
-        line.append(f" (t={start:.0f} s)")
+        line.append(f" (t={start:.0f} s{'' if aqi is None else f', AQI {aqi}'})")
     return line
 
 

@@ -13,6 +13,12 @@ times a second stamps its readings 25 ms apart), so no sensor reporting under 1,
 second stamps two readings with the same millisecond, which deduplication would take for a
 repeat. A partition's event time may so step back by up to a tick where one region's readings
 follow another's.
+
+**Event time runs fast.** The sensors' clock runs :attr:`Scenario.time_scale` times the wall
+clock, so that a sixth of the run is an hour of event time: hourly windows close five or six
+times in a demo, and the aggregates carry the NowCast, the number an air-quality network
+publishes. Two sensors of a calm region are faulty, for quality control to flag: one is stuck
+at one value, the other spikes now and then.
 """
 
 from __future__ import annotations
@@ -47,6 +53,19 @@ class Scenario:
     invalid_ratio: float = 0.01
     clean_pm25: tuple[float, float] = (5.0, 25.0)  # µg/m³, uniform: clean air
     smoke_pm25: float = 350.0  # µg/m³ the smoke adds at the burst's full strength
+    stuck_pm25: float = 12.0  # what the stuck sensor always reads
+    spike_pm25: float = 600.0  # µg/m³ the spiking sensor adds to every fifth reading
+
+    @property
+    def hour_s(self) -> float:
+        """Wall seconds of an event-time hour: a sixth of the run, in whole seconds (10 s of
+        the default minute)."""
+        return float(max(1, round(self.duration_s / 6)))
+
+    @property
+    def time_scale(self) -> float:
+        """Event-time seconds per wall-clock second (360 in the default minute)."""
+        return 3600 / self.hour_s
 
     @property
     def nominal(self) -> float:
@@ -89,6 +108,11 @@ class Scenario:
             return "burst building" if elapsed / self.duration_s < 0.35 else "burst calming"
         return "calm"
 
+    def faulty(self, network: dict[str, list[str]]) -> tuple[str, str]:
+        """The stuck sensor and the spiking one: the first two of the first calm region."""
+        calm = next(ids for region, ids in network.items() if region != self.hot_region)
+        return calm[0], calm[1]
+
     def network(self) -> dict[str, list[str]]:
         """Sensor ids per region; the hot region's keys all land on ``hot_partitions``."""
         regions = list(REGIONS)
@@ -121,6 +145,9 @@ class SensorNetwork:
     started_ms: int = 0  # when the sensors started, in ms since the epoch (as event times are)
     _rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - synthetic
     _partition: dict[str, int] = field(default_factory=dict)
+    _stuck: str = ""
+    _spiky: str = ""
+    _spiky_readings: int = 0
 
     @property
     def produced(self) -> int:
@@ -128,6 +155,7 @@ class SensorNetwork:
 
     async def run(self, stop: asyncio.Event) -> None:
         network = self.scenario.network()
+        self._stuck, self._spiky = self.scenario.faulty(network)
         partition_of = KeyPartitioner(range(self.scenario.partitions))
         for sensor in (s for ids in network.values() for s in ids):
             self._partition[sensor] = partition_of(sensor.encode())
@@ -148,7 +176,7 @@ class SensorNetwork:
                 owed[region] += len(sensors) * self.scenario.rate * boost * _TICK_S
                 count, owed[region] = divmod(owed[region], 1.0)
                 picked = list(self._pick(sensors, turn, region, int(count)))
-                tick = origin + timedelta(seconds=ticks * _TICK_S)
+                tick = origin + timedelta(seconds=ticks * _TICK_S * self.scenario.time_scale)
                 batch.extend(self._tick(region, picked, tick, elapsed))
             futures = await self.publisher.publish(self.topic, batch)
             await asyncio.gather(*futures)
@@ -168,9 +196,16 @@ class SensorNetwork:
         self, region: str, sensors: list[str], start: datetime, elapsed: float
     ) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
         """A region's readings of one tick, from ``start`` on, stamped evenly across it."""
-        step = timedelta(seconds=_TICK_S / max(1, len(sensors)))
+        scenario = self.scenario
+        step = timedelta(seconds=_TICK_S * scenario.time_scale / max(1, len(sensors)))
         for i, sensor in enumerate(sensors):
-            pm25 = self.scenario.pm25(region, elapsed, self._rng)
+            pm25 = scenario.pm25(region, elapsed, self._rng)
+            if sensor == self._stuck:
+                pm25 = scenario.stuck_pm25
+            elif sensor == self._spiky:
+                self._spiky_readings += 1
+                if self._spiky_readings % 5 == 0:
+                    pm25 += scenario.spike_pm25
             yield sensor.encode(), self._reading(sensor, start + i * step, pm25), []
 
     def _reading(self, sensor: str, when: datetime, pm25: float) -> bytes:

@@ -95,7 +95,8 @@ class Framer:
         values = [encode_dead_letter(where(row), code, message, max_bytes) for row in moved]
         letters = self._letters(job, moved, [code] * len(moved), values)
         codes = framed.codes.copy()
-        codes[code.value] += len(moved)
+        if moved:
+            codes[code.value] += len(moved)
         return Framed(
             self._points(job, kept.rows, kept.keys, kept.values),
             framed.letters + letters,

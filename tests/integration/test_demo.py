@@ -1,6 +1,7 @@
 """`processor demo` headless, as CI runs it: a short burst, every reading accounted for, at
-least one pause, every region's pm25 per window read back from the aggregates (the smoke's
-region far above the others), and the summary and the PNG written where it says."""
+least one pause, every region's pm25 and NowCast AQI per hourly window read back from the
+aggregates (the smoke's region far above the others), the stuck and the spiking sensor the
+most flagged by QC, and the summary and the PNG written where it says."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ async def test_headless_demo_accounts_for_every_reading(tmp_path: Path) -> None:
     assert any("smoke burst" in line for line in lines)
     assert re.search(r"in == published \+ dead-lettered +yes", text), text
     _assert_pm25_by_region(summary, text, lines)
+    _assert_quality_control(summary, text)
 
 
 def _assert_pm25_by_region(summary: dict[str, Any], text: str, lines: list[str]) -> None:
@@ -75,3 +77,26 @@ def _assert_pm25_by_region(summary: dict[str, Any], text: str, lines: list[str])
     assert hot > 3 * max(peaks.values()), (hot, peaks)
     assert re.search(r"^  sierra .*\(smoke\)$", text, re.MULTILINE), text
     assert any("| pm25 alps " in line for line in lines), lines
+    # The NowCast from the second hour on: the smoke's region's AQI far above the clean ones'.
+    aqi = {
+        region: max(w["aqi"] for w in series if w["aqi"] is not None)
+        for region, series in by_region.items()
+    }
+    hot_aqi = aqi.pop(summary["burst"]["region"])
+    assert hot_aqi > 200, (hot_aqi, aqi)
+    assert max(aqi.values()) < 100, (hot_aqi, aqi)
+    assert "NowCast AQI of pm25 by region" in text
+
+
+def _assert_quality_control(summary: dict[str, Any], text: str) -> None:
+    """The faulty sensors are among those QC flags most (the smoke's onset is flagged too:
+    in a short run it rises hundreds of µg/m³ between two readings), and flags reach the
+    summary."""
+    qc = summary["qc"]
+    assert next(iter(qc["most_flagged"])) == qc["stuck"], qc
+    # Every fifth reading spikes: it and the one after it are flagged (windows that closed).
+    assert qc["flagged"][qc["spiking"]] >= 4, qc
+    flags = summary["qc_flags"]["pm25"]
+    assert flags["1"] > 0.9 * summary["published"], flags
+    assert flags.get("3", 0) + flags.get("4", 0) > 0, flags
+    assert f"{qc['stuck']} stuck, {qc['spiking']} spiking" in text

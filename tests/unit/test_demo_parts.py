@@ -11,7 +11,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
 
 from processor.demo.live import Sample, plain_line, rate_series, rates, render
-from processor.demo.plot import plot
+from processor.demo.plot import Hour, plot
 from processor.demo.scenario import Scenario
 from processor.tools.synthetic import REGIONS
 
@@ -80,7 +80,7 @@ def _sample(t: float, produced: int, finished: int, **changes: object) -> Sample
         "memory_used": 100 * 1024 * 1024,
         "memory_budget": 256 * 1024 * 1024,
         "lag": {0: 1200, 1: 0, 2: 3, 3: 40},
-        "pm25": {"alps": (20.0, 14.6), "sierra": (10.0, 301.4)},
+        "pm25": {"alps": (20.0, 14.6, None), "sierra": (10.0, 301.4, 351)},
         **changes,
     }
     return Sample(**values)  # type: ignore[arg-type]
@@ -116,7 +116,7 @@ def test_live_view_renders_partitions_reasons_and_dead_letters() -> None:
     text = console.export_text()
     for part in ("throughput", "backpressure", "paused: buffer, partition_share", "fetching",
                  "1,200", "invalid_json", "100/256 MB", "300/1,000 records",
-                 "alps 15 (t=20 s)", "sierra 301 (t=10 s)"):  # fmt: skip
+                 "alps 15 (t=20 s)", "sierra 301 (t=10 s, AQI 351)"):  # fmt: skip
         assert part in text, text
     console.print(render([_sample(0, 0, 0, pm25={})], "demo"))
     assert "no window closed yet" in console.export_text()
@@ -124,7 +124,10 @@ def test_live_view_renders_partitions_reasons_and_dead_letters() -> None:
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     history = [*HISTORY, _sample(5.0, 10_000, 4_000, memory_used=0, spill_bytes=4096)]
-    pm25 = {"alps": [(0.0, 14.0), (2.0, None)], "sierra": [(0.0, 15.0), (2.0, 290.0)]}
+    pm25: dict[str, list[Hour]] = {
+        "alps": [(0.0, 14.0, None), (2.0, None, None)],
+        "sierra": [(0.0, 15.0, None), (2.0, 290.0, 341)],
+    }
     path = plot(history, tmp_path / "run.png", "title", (0.8, 0.3), (1.0, 3.0),
                 pm25=pm25, window_s=2.0, hot="sierra")  # fmt: skip
     assert path.read_bytes()[:8] == PNG_MAGIC

@@ -354,3 +354,21 @@ async def test_the_counting_stage_moves_counts_and_gives_the_readings_it_is_give
     assert (counted.published, counted.codes) == (3, Counter({"invalid_json": 1}))
     assert stage.revise(counted, None, [], DUPLICATE).codes == counted.codes
     assert (await CountingStage().compute([(tp, records)], records, None, None)).readings is None
+
+
+def test_qc_endings_replace_the_stages_and_count_no_dead_letter() -> None:
+    work = job([reading(), reading()], prebuilt=False)
+    work.keep_points = True
+    framed = WORK_STAGE.run(work)
+    assert framed.outputs is not None
+    endings = [b',"qc":{"pm25":{"flag":%d,"failed":[]}},"qc_flag":%d}' % (f, f) for f in (1, 3)]
+    revised = Framer().revise(
+        work, framed, endings, [], code=DeadLetterCode.DUPLICATE, message="m", max_bytes=MAX_BYTES
+    )
+    assert revised.codes == framed.codes  # no duplicate: no count, not even a zero
+    points = [json.loads(value) for _, value, _ in messages(revised.points)]
+    assert [(p["qc"]["pm25"]["flag"], p["qc_flag"]) for p in points] == [(1, 1), (3, 3)]
+    before = [json.loads(value) for _, value, _ in messages(framed.points)]
+    assert [p["qc"] for p in before] == [{}, {}]
+    assert [p["qc_flag"] for p in before] == [2, 2]
+    assert [{**p, "qc": {}, "qc_flag": 2} for p in points] == before
