@@ -34,6 +34,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from bench.measure import window
 from bench.worker import MIB, Spec
 from processor.kafka.admin import create_topics
+from processor.qc import PROFILE_QC
 from processor.tools.embedded_broker import FAST_GROUP, EmbeddedBroker
 from processor.tools.synthetic import REGIONS, readings
 
@@ -50,11 +51,25 @@ SCENARIOS = (
     "burst",
     "geofence",
     "windows",
+    "qc",
 )
 #: The budget scenarios: ``processor`` with ``MEMORY_LIMIT_MB`` set (edge gateways).
 BUDGETS = {"budget_256": 256, "budget_512": 512}
 #: The windows scenario: hourly windows of two fields with dedup, over the input's sensors.
 WINDOWS = {"window": "1h", "aggregate_fields": "pm25,battery", "dedup": "true"}
+#: The windows, plus every QC test on both fields (the air_quality profile's on pm25).
+QC = {
+    **WINDOWS,
+    "qc": json.dumps({
+        "pm25": PROFILE_QC["air_quality"]["pm25"],
+        "battery": {
+            "gross_range_fail": [3.0, 4.3], "gross_range_suspect": [3.4, 4.2],
+            "spike_suspect": 0.2, "spike_fail": 0.5,
+            "rate_of_change_suspect": 0.01, "rate_of_change_fail": 0.1,
+            "flat_line_suspect": 10, "flat_line_fail": 30, "flat_line_tolerance": 0.001,
+        },
+    }),
+}  # fmt: skip
 SENSORS = 1_000  # of the preloaded input, each reporting once a minute in event time
 EVENT_INTERVAL_S = 60 / SENSORS
 WATERSHEDS = 1_000  # polygons of the geofence scenario
@@ -117,6 +132,8 @@ def plan(name: str, options: Options) -> Plan:
         return Plan("processor", settings={**overrides, **tagging})
     if name == "windows":
         return Plan("processor", settings={**overrides, **WINDOWS}, windows=True)
+    if name == "qc":
+        return Plan("processor", settings={**overrides, **QC}, windows=True)
     if name in ("raw", "raw_batch"):
         tuning = {"max_records": options.raw_max_records, "in_flight": options.raw_in_flight}
         return Plan(name, tuning=tuning)

@@ -135,6 +135,11 @@ class Staging:
     ) -> None:
         try:
             await acked
+            # Out and acknowledged: its records need no room any more, even while its state
+            # waits for the next changelog write (which holds back only its offsets).
+            for chunk in batch.chunks:
+                self._buffer.release(chunk)
+            self._released()
             if self._windowing is not None and windowed is not None:
                 await self._windowing.persist(windowed)
         except (DeliveryFailedError, StateError) as exc:
@@ -144,7 +149,6 @@ class Staging:
             _finish(batch, self._unfinished, self._sent)
         for chunk in batch.chunks:
             chunk.tracker.finish(chunk.first, chunk.end)
-            self._buffer.release(chunk)
         self._committer.advanced()
         stats = self._stats
         stats.published += staged.published
@@ -152,7 +156,6 @@ class Staging:
         stats.batches += 1
         seconds = self._clock() - batch.started
         stats.batch_seconds_total += seconds
-        self._released()
         batch.trace.end(staged, seconds, None)
 
     def _failed(

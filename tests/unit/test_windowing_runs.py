@@ -386,3 +386,38 @@ async def test_duplicates_are_no_observations_for_qc(tmp_path: Path) -> None:
     # By input row: the two copies (dead letters) were never evaluated.
     flags = [json.loads(b"{" + e[1:])["qc"]["pm25"]["flag"] for e in _endings(connection)]
     assert flags == [1, 2, 2, 1, 3]  # 3 readings in a row, not 5: suspect at the third
+
+
+class _HeldChangelog(MemoryStateTopics):
+    """Changelog writes acknowledged only once ``saved`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved = asyncio.Event()
+
+    async def write_changelog(self, tp: TopicPartition, rows: Any) -> Any:
+        written = await super().write_changelog(tp, rows)
+        end = await written
+
+        async def later() -> int:
+            await self.saved.wait()
+            return end
+
+        return asyncio.ensure_future(later())
+
+
+async def test_an_acknowledged_batch_leaves_the_buffer_before_its_state_is_saved(
+    tmp_path: Path,
+) -> None:
+    broker, topics = MemoryBroker(), _HeldChangelog()
+    _produce(broker, _minute(0, [1, 2, 3]))
+    processor = _processor(tmp_path, _connection(broker, topics))
+    running = asyncio.create_task(processor.run())
+    await until(lambda: topics.writes, what="the state written to the changelog")
+    # Acknowledged, its state not yet saved: the buffer's room is free, the offsets are not.
+    await until(lambda: processor.stats.buffered == 0, what="the buffer's room given back")
+    assert broker.group_offsets.get(A, 0) == 0
+    topics.saved.set()
+    await until(lambda: broker.group_offsets.get(A) == 3, what="the commit")
+    processor.stop()
+    assert await running == 0
