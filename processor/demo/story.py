@@ -37,6 +37,9 @@ def story(history: Sequence[Sample], hot: Sequence[int]) -> list[str]:
         lines.append(
             f"partitions {_listed(flowing)} were never held back for their share: "
             "the burst did not hold them up"
+            if len(flowing) > 1
+            else f"partition {flowing[0]} was never held back for its share: "
+            "the burst did not hold it up"
         )
     peak = max(history, key=lambda s: sum(s.lag.values()))
     held_by_kafka = sum(peak.lag.values())

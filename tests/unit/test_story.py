@@ -55,6 +55,11 @@ def test_the_story_names_who_was_held_what_kafka_held_and_when_it_drained() -> N
     ]
 
 
+def test_one_partition_never_held_back_is_told_in_the_singular() -> None:
+    lines = story(HISTORY, hot=(0, 1))
+    assert "partition 2 was never held back for its share: the burst did not hold it up" in lines
+
+
 def test_a_backlog_still_there_at_the_end_is_said_to_be() -> None:
     lines = story(HISTORY[:3], hot=(0,))
     assert lines[-1] == "the backlog was not drained when the run ended"
