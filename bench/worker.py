@@ -369,7 +369,7 @@ class PauseProbe(logging.Handler):
 
 async def run_processor(spec: Spec, progress: Progress, stop: asyncio.Event) -> dict[str, Any]:
     """``processor run``: settings from the PROCESSOR_* environment the harness set."""
-    from processor.config import load_settings
+    from processor.config_sources import load_settings
     from processor.telemetry.logs import setup_logging
     from processor.wiring import kafka_processor
 

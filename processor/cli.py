@@ -249,7 +249,7 @@ def _serve(args: argparse.Namespace, early: _EarlyStop) -> int:
     """The commands built on the settings; ``run``, ``sample`` and ``broker`` stop on
     SIGTERM/SIGINT."""
     # The heavy imports, now that a signal only asks for a stop:
-    from processor.config import resolve_settings, unknown_variables  # noqa: PLC0415
+    from processor.config_sources import resolve_settings, unknown_variables  # noqa: PLC0415
     from processor.flags import flag_overrides  # noqa: PLC0415
     from processor.telemetry.logs import setup_logging  # noqa: PLC0415
 

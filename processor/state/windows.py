@@ -131,11 +131,11 @@ class PartitionWindows:
         replay = offsets <= self._sensors.applied[sensor]
         start = event - event % spec.length_us
         seen = np.maximum.accumulate(np.concatenate(([self._max_event], event)))
-        late = self._late(start, offsets, seen)
+        late = _late(spec, self._closed, start, offsets, seen)
         counted = ~(replay | late)
         if spec.dedup:
-            duplicate, at = self._duplicates(
-                sensor, event, start, offsets, replay=replay, late=late
+            duplicate, at = _duplicates(
+                self._dedup, sensor, event, start, offsets, replay=replay, late=late
             )
             counted &= ~duplicate
             verdicts[duplicate] = Verdict.DUPLICATE
@@ -154,22 +154,6 @@ class PartitionWindows:
         self._max_event = int(seen[-1])
         return verdicts, self._close(offsets, seen)
 
-    def _late(self, start: I64, offsets: I64, seen: I64) -> Mask:
-        """Readings whose window was closed by a reading before them: judged by the
-        watermark as of just before each, and for a window closed already, by the offset of
-        the reading that closed it (a replay of a reading from before that was not late)."""
-        spec = self._spec
-        due = start + (spec.length_us + spec.lateness_us)  # the largest event time closing it
-        shut = due <= seen[:-1]
-        closer = np.full(start.size, -1, dtype=np.int64)
-        for window, rows in by_window(start, shut):
-            if int(due[rows[0]]) <= seen[0]:  # closed before this batch; -1: released
-                closer[rows] = self._closed.get(window, -1)
-            else:
-                closer[rows] = offsets[np.searchsorted(seen[1:], due[rows[0]])]
-        late: Mask = shut & (closer < offsets)
-        return late
-
     def _sensor_rows(self, keys: Keys) -> I64:
         """Each reading's sensor row, admitting sensors not seen before."""
         unique, inverse = np.unique(keys, return_inverse=True)
@@ -181,29 +165,6 @@ class PartitionWindows:
                 self._dedup[window] = replace(keys_, sensor=renumber(keys_.sensor, inserted_at))
         rows: I64 = np.searchsorted(self._sensors.keys, unique)[inverse]
         return rows
-
-    def _duplicates(
-        self, sensor: I64, event: I64, start: I64, offsets: I64, *, replay: Mask, late: Mask
-    ) -> tuple[Mask, I64]:
-        """Readings not late whose (sensor, timestamp) was counted from another record: in
-        an open window before this batch (a re-read original finds its own offset there), or
-        earlier in this batch. And where each reading's key is or belongs in its window's."""
-        at = np.zeros(sensor.size, dtype=np.int64)
-        found = np.zeros(sensor.size, dtype=bool)
-        recorded = np.full(sensor.size, -1, dtype=np.int64)
-        for window, rows in by_window(start, ~late):
-            keys = self._dedup.setdefault(window, DedupKeys.empty())
-            at[rows], found[rows] = find(keys.sensor, keys.event_us, sensor[rows], event[rows])
-            hit = rows[found[rows]]
-            recorded[hit] = keys.offset[at[hit]]
-        again = np.zeros(sensor.size, dtype=bool)
-        new = np.flatnonzero(~(replay | late | found))
-        order = new[np.lexsort((new, event[new], sensor[new]))]
-        again[order[1:]] = (sensor[order[1:]] == sensor[order[:-1]]) & (
-            event[order[1:]] == event[order[:-1]]
-        )
-        duplicate: Mask = ~late & (((replay | found) & (recorded != offsets)) | again)
-        return duplicate, at
 
     def _count(self, window: int, sensor: I64, values: F64, flags: U8 | None) -> None:
         """Add counted readings to the window starting at ``window``, opening it for the
@@ -360,3 +321,51 @@ class PartitionWindows:
         """The bytes of the state's arrays (the objects around them are a constant ~2 KB)."""
         sizes = self.sizes()
         return sizes.sensor_bytes + sizes.window_bytes + sizes.dedup_bytes
+
+
+def _late(spec: WindowSpec, closed: dict[int, int], start: I64, offsets: I64, seen: I64) -> Mask:
+    """Readings whose window was closed by a reading before them: judged by the watermark as
+    of just before each, and for a window closed already, by the offset of the reading that
+    closed it (``closed``; a replay of a reading from before that was not late)."""
+    due = start + (spec.length_us + spec.lateness_us)  # the largest event time closing it
+    shut = due <= seen[:-1]
+    closer = np.full(start.size, -1, dtype=np.int64)
+    for window, rows in by_window(start, shut):
+        if int(due[rows[0]]) <= seen[0]:  # closed before this batch; -1: released
+            closer[rows] = closed.get(window, -1)
+        else:
+            closer[rows] = offsets[np.searchsorted(seen[1:], due[rows[0]])]
+    late: Mask = shut & (closer < offsets)
+    return late
+
+
+def _duplicates(
+    dedup: dict[int, DedupKeys],
+    sensor: I64,
+    event: I64,
+    start: I64,
+    offsets: I64,
+    *,
+    replay: Mask,
+    late: Mask,
+) -> tuple[Mask, I64]:
+    """Readings not late whose (sensor, timestamp) was counted from another record: in an open
+    window before this batch (its ``dedup`` keys; a re-read original finds its own offset
+    there), or earlier in this batch. And where each reading's key is or belongs in its
+    window's (a window's keys are made here when it has none)."""
+    at = np.zeros(sensor.size, dtype=np.int64)
+    found = np.zeros(sensor.size, dtype=bool)
+    recorded = np.full(sensor.size, -1, dtype=np.int64)
+    for window, rows in by_window(start, ~late):
+        keys = dedup.setdefault(window, DedupKeys.empty())
+        at[rows], found[rows] = find(keys.sensor, keys.event_us, sensor[rows], event[rows])
+        hit = rows[found[rows]]
+        recorded[hit] = keys.offset[at[hit]]
+    again = np.zeros(sensor.size, dtype=bool)
+    new = np.flatnonzero(~(replay | late | found))
+    order = new[np.lexsort((new, event[new], sensor[new]))]
+    again[order[1:]] = (sensor[order[1:]] == sensor[order[:-1]]) & (
+        event[order[1:]] == event[order[:-1]]
+    )
+    duplicate: Mask = ~late & (((replay | found) & (recorded != offsets)) | again)
+    return duplicate, at

@@ -9,7 +9,8 @@ import pytest
 from aiokafka import codec
 from pydantic import SecretStr
 
-from processor.config import Settings, env_name, flag_name, load_settings
+from processor.config import Settings, env_name, flag_name
+from processor.config_sources import load_settings
 from processor.errors import ConfigError
 
 

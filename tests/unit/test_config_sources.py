@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from processor.cli import main
-from processor.config import resolve_settings, unknown_variables
+from processor.config_sources import resolve_settings, unknown_variables
 from processor.errors import ConfigError
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import processor.config
-from processor.config import PROFILES, Settings, load_settings
+from processor.config import PROFILES, Settings
+from processor.config_sources import load_settings
 from processor.errors import ConfigError
 from processor.flags import add_setting_flags, flag_overrides
 

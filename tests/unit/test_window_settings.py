@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.config import load_settings
+from processor.config_sources import load_settings
 from processor.durations import format_ms, parse_ms
 from processor.errors import ConfigError
 from tests.unit.test_config import assert_one_line
