@@ -55,6 +55,13 @@ class StateSpec:
         flag_columns = [tested.index(name) if name in tested else -1 for name in windowed]
         object.__setattr__(self, "flag_columns", np.array(flag_columns, dtype=np.intp))
 
+    def window_flags(self, flag: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """QC's flags ``(readings, QC fields)`` as the windows' fields have them (a field QC
+        does not test: not evaluated)."""
+        tested = self.flag_columns >= 0
+        by_field = flag[:, np.maximum(self.flag_columns, 0)]
+        return np.where(tested, by_field, NOT_EVALUATED).astype(np.uint8)
+
 
 class Applied(NamedTuple):
     """What a batch did: the windows' verdicts and closed aggregates, and QC's flags (None
@@ -102,22 +109,20 @@ class PartitionState:
                 flags = qc.apply(offsets, sensors, event_us, values[:, spec.qc_columns])
             return Applied(None, None, flags)
         judged: list[Flags] = []
+        judge = None
+        if qc is not None:
 
-        def judge(kept: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8] | None:
-            """QC of the readings ``kept`` (no duplicates): their flags, as the windows'
-            fields have them."""
-            if qc is None:
-                return None
-            got = qc.apply(
-                offsets[kept], sensors[kept], event_us[kept], values[kept][:, spec.qc_columns]
-            )
-            flags = Flags(np.full((kept.size, len(spec.qc_columns)), NOT_EVALUATED, np.uint8),
-                          np.zeros((kept.size, len(spec.qc_columns)), np.uint8))  # fmt: skip
-            flags.flag[kept], flags.failed[kept] = got.flag, got.failed
-            judged.append(flags)
-            tested = spec.flag_columns >= 0
-            by_window_field = flags.flag[:, np.maximum(spec.flag_columns, 0)]
-            return np.where(tested, by_window_field, NOT_EVALUATED).astype(np.uint8)
+            def judge(kept: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+                """QC of the readings ``kept`` (no duplicates), as the windows' fields have
+                it; the others are not evaluated."""
+                got = qc.apply(
+                    offsets[kept], sensors[kept], event_us[kept], values[kept][:, spec.qc_columns]
+                )
+                shape = (kept.size, len(spec.qc_columns))
+                flags = Flags(np.full(shape, NOT_EVALUATED, np.uint8), np.zeros(shape, np.uint8))
+                flags.flag[kept], flags.failed[kept] = got.flag, got.failed
+                judged.append(flags)
+                return spec.window_flags(flags.flag)
 
         verdicts, aggregates = self.windows.apply(
             Readings(offsets, sensors, event_us, values[:, spec.window_columns]), judge
