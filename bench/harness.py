@@ -57,11 +57,16 @@ SCENARIOS = (
 BUDGETS = {"budget_256": 256, "budget_512": 512}
 #: The windows scenario: hourly windows of two fields with dedup, over the input's sensors.
 WINDOWS = {"window": "1h", "aggregate_fields": "pm25,battery", "dedup": "true"}
-#: The windows, plus every QC test on both fields (the air_quality profile's on pm25).
+#: The windows, plus every QC test on both fields (the air_quality profile's on pm25, and a
+#: rate of change, which the profile leaves out: its sensors report faster than once a second).
 QC = {
     **WINDOWS,
     "qc": json.dumps({
-        "pm25": PROFILE_QC["air_quality"]["pm25"],
+        "pm25": {
+            **PROFILE_QC["air_quality"]["pm25"],
+            "rate_of_change_suspect": 2.0,
+            "rate_of_change_fail": 10.0,
+        },
         "battery": {
             "gross_range_fail": [3.0, 4.3], "gross_range_suspect": [3.4, 4.2],
             "spike_suspect": 0.2, "spike_fail": 0.5,

@@ -4,6 +4,12 @@ The QARTOD manuals define the tests but leave their numbers to the operator (sit
 instrument): sensor limits come from instrument specifications, user limits and the other
 thresholds are starting points chosen here and marked so. Each number says where it comes
 from; a config file overrides any of them key by key (docs/qc.md).
+
+No profile of sensors that report more than once a second (air_quality at 1-4 Hz, wildfire up
+to 50 Hz, temperature_array up to 10 Hz) presets the rate of change: its Δt is in whole
+seconds, as ``ioos_qc``'s, so readings under a second apart compare |Δx| alone with a
+per-second threshold and most would be suspect. Their spike test catches the jumps; set a rate
+for sensors that report a second or more apart.
 """
 
 from __future__ import annotations
@@ -24,9 +30,6 @@ _PARTICLES: Tables = {
         # (EPA 2024: Moderate is 9.1-35.4); 100 µg/m³ is beyond a plume's edge in one step.
         "spike_suspect": 35.0,
         "spike_fail": 100.0,
-        # Chosen: 2 µg/m³ a second is 120 a minute, faster than urban PM2.5 moves.
-        "rate_of_change_suspect": 2.0,
-        "rate_of_change_fail": 10.0,
         # Chosen: the PMS5003 reports to 0.1 µg/m³ (PurpleAir's 2-minute averages); the
         # same value (±0.01) 10 and 30 readings in a row is a stuck sensor (QARTOD's flat
         # line counts repeats: REP_CNT_SUSPECT < REP_CNT_FAIL).
@@ -41,8 +44,6 @@ _PARTICLES: Tables = {
         "gross_range_suspect": [0.0, 604.0],
         "spike_suspect": 50.0,  # chosen: PM10 varies more than PM2.5 (dust)
         "spike_fail": 150.0,
-        "rate_of_change_suspect": 3.0,  # chosen, as pm25's scaled by the spike thresholds
-        "rate_of_change_fail": 15.0,
         "flat_line_suspect": 10,  # chosen, as pm25's
         "flat_line_fail": 30,
         "flat_line_tolerance": 0.01,
@@ -56,8 +57,6 @@ _SMOKE: Tables = {
         **{key: value for key, value in table.items() if key != "gross_range_suspect"},
         "spike_suspect": 3 * table["spike_suspect"],
         "spike_fail": 3 * table["spike_fail"],
-        "rate_of_change_suspect": 3 * table["rate_of_change_suspect"],
-        "rate_of_change_fail": 3 * table["rate_of_change_fail"],
     }
     for field, table in _PARTICLES.items()
 }
@@ -70,8 +69,6 @@ _WATER_TEMPERATURE = {
     "gross_range_suspect": [-2.0, 35.0],
     "spike_suspect": 2.0,  # chosen, °C
     "spike_fail": 5.0,
-    "rate_of_change_suspect": 0.01,  # chosen: 0.6 °C a minute
-    "rate_of_change_fail": 0.05,
     # Chosen: a thermistor resolves 0.001 °C; its last digit stays put 5 / 10 readings.
     "flat_line_suspect": 5,
     "flat_line_fail": 10,
@@ -115,6 +112,10 @@ PROFILE_QC: dict[str, Tables] = {
             "flat_line_fail": 10,
             "flat_line_tolerance": 0.001,
         },
-        "temperature": _WATER_TEMPERATURE,
+        "temperature": {
+            **_WATER_TEMPERATURE,
+            "rate_of_change_suspect": 0.01,  # chosen: 0.6 °C a minute
+            "rate_of_change_fail": 0.05,
+        },
     },
 }
