@@ -38,6 +38,7 @@ from processor.demo.story import story
 from processor.kafka.admin import create_topics
 from processor.kafka.clients import make_producer
 from processor.kafka.publisher import Publisher
+from processor.qc import PROFILE_QC
 from processor.service import exposed
 from processor.telemetry.otel import Telemetry
 from processor.tools.embedded_broker import FAST_GROUP, EmbeddedBroker, free_port
@@ -70,19 +71,9 @@ class DemoOptions:
 #: minute), which puts the burst (15 to 55 % of the run) across two or three windows between
 #: calm ones, whatever ``--duration`` is; hourly windows of pm25 carry the NowCast.
 WINDOW_MS = 3_600_000
-#: pm25's QC: the air_quality profile's range, spike and flat-line tests (docs/qc.md); its rate
-#: of change would judge the fast clock's seconds, so it is left out.
-QC_TESTS = {
-    "pm25": {
-        "gross_range_fail": [0.0, 1000.0],
-        "gross_range_suspect": [0.0, 500.0],
-        "spike_suspect": 35.0,
-        "spike_fail": 100.0,
-        "flat_line_suspect": 10,
-        "flat_line_fail": 30,
-        "flat_line_tolerance": 0.01,
-    }
-}
+#: pm25's QC: the air_quality profile's tests (range, spike, flat line; docs/qc.md), which
+#: leave the rate of change out, as it would judge the fast clock's seconds anyway.
+QC_TESTS = {FIELD: PROFILE_QC["air_quality"][FIELD]}
 
 
 def demo_settings(bootstrap: str, scenario: Scenario, output_dir: Path) -> Settings:
