@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -116,13 +116,16 @@ histories = hnp.arrays(
 
 @settings(max_examples=200, deadline=None)
 @given(histories)
+@example(np.full((1, HOURS), 1.99999999999))
 def test_a_nowcast_lies_within_its_valid_hours(hours: np.ndarray) -> None:
     values = nowcast(hours, "pm25")
     low = np.where(np.isnan(hours), np.inf, hours).min(axis=1)
     high = np.where(np.isnan(hours), -np.inf, hours).max(axis=1)
     known = ~np.isnan(values)
-    # Truncation may take the mean up to one step (0.1) below the lowest hour, never above.
-    assert np.all(values[known] <= high[known])
+    # Truncation may take the mean up to one step (0.1) below the lowest hour. It never takes it
+    # above the highest, except that a value within 5e-7 of a step under a boundary (float noise
+    # from summing) is read as the boundary: 1.99999999999 reports 2.0.
+    assert np.all(values[known] <= high[known] + 1e-7)
     assert np.all(values[known] >= np.floor(low[known] * 10) / 10 - 1e-9)
     recent = (~np.isnan(hours[:, :3])).sum(axis=1) >= 2
     assert np.array_equal(known, recent)
