@@ -4,11 +4,12 @@ dropped when the partition goes (docs/state.md has the order and why it is safe)
 
 Per batch, in the order batches are sent: :meth:`Windowing.apply` counts the batch's readings
 in each partition's :class:`~processor.state.windows.PartitionWindows`, turns duplicates into
-dead letters (through the stage, which framed the points), queues the closed windows'
-aggregates and serializes the rows of the sensors it changed. :meth:`Windowing.persist`, after
-the batch's points and dead letters were acknowledged, waits for the aggregates and for the
-batch before it and writes the rows to the changelog; once they are acknowledged the batch's
-offsets may be finished (the local store copies the acknowledged rows once a second). A batch
+dead letters (through the stage, which framed the points) and queues the closed windows'
+aggregates; a few times a second it also takes a snapshot: the rows of the sensors changed
+since the last one. :meth:`Windowing.persist`, after the batch's points and dead letters were
+acknowledged, waits for the aggregates, for the batch before it and for a snapshot that covers
+it and writes the rows to the changelog; once they are acknowledged the batch's offsets may be
+finished (the local store copies the acknowledged rows once a second). A batch
 whose partition was revoked (or assigned again) since it was fetched leaves the state alone:
 the partition's new owner reads its records again.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -53,11 +55,16 @@ _encode = msgspec.json.Encoder().encode
 STORE_EVERY_S = 1.0
 
 
+Snapshot = dict[TopicPartition, tuple[PartitionState, ChangedRows]]
+
+
 @dataclass(slots=True)
 class WindowedBatch:
-    """What a batch did to the state, to persist once its outputs are acknowledged."""
+    """What a batch did to the state, to persist once its outputs are acknowledged.
+    ``changes``: the rows of what changed since the previous snapshot, taken right after
+    this batch; None: a later batch's snapshot covers this batch's changes."""
 
-    changes: dict[TopicPartition, tuple[PartitionState, ChangedRows]]
+    changes: Snapshot | None
     aggregates: Awaitable[None] | None
     aggregate_count: int
     ready: bool = False  # its outputs and aggregates are acknowledged
@@ -96,7 +103,10 @@ class Windowing:
         self._unsaved: deque[WindowedBatch] = deque()  # in the order they were applied
         self._saving = asyncio.Lock()
         self._save_every_s = save_every_s
-        self._saved_at = 0.0
+        self._saved_at = -math.inf
+        #: The states batches changed since the last snapshot, and when it was taken.
+        self._unsnapped: dict[TopicPartition, PartitionState] = {}
+        self._snapped_at = -math.inf
         self._failed = False
         self._store_lock = asyncio.Lock()
         #: Rows the changelog acknowledged that the local store has not taken yet, and the
@@ -139,6 +149,7 @@ class Windowing:
         """The partition went: its state stays in the changelog and the local store, whose
         database is closed (its memtables go)."""
         self._states.pop(tp, None)
+        self._unsnapped.pop(tp, None)
         self._update_gauges()
         await self._store_unstored(tp)
         await self._on_store(self._store.release, tp.topic, tp.partition)
@@ -188,24 +199,39 @@ class Windowing:
             self._stats.qc_flags.update(flags.counts(~duplicate))
         if endings is not None or duplicates:
             staged = self._stage.revise(staged, endings, duplicates, DeadLetterCode.DUPLICATE)
-        changes = {}
-        for tp, state in touched.items():
-            state.release(self._committed.get(tp, -1))
-            changes[tp] = (state, state.take_changes())
+        self._unsnapped.update(touched)
+        snapshot = None
+        if time.monotonic() - self._snapped_at >= self._save_every_s:
+            snapshot = self._snapshot()
         outgoing = [record for aggregates in closed for record in _records(aggregates)]
         sent = await self._topics.send_aggregates(outgoing) if outgoing else None
-        batch = WindowedBatch(changes, sent, len(outgoing))
+        batch = WindowedBatch(snapshot, sent, len(outgoing))
         self._unsaved.append(batch)
         self._update_gauges()
         return staged, batch
 
+    def _snapshot(self) -> Snapshot:
+        """The rows of every owned partition's state that changed since the last snapshot,
+        serialized now: a state as of the batch just applied. Taken at most once every
+        ``save_every_s`` while batches come, so that packing rows costs per save, not per
+        batch; and when the batches applied are all ready (:meth:`persist`)."""
+        snapshot = {}
+        for tp, state in self._unsnapped.items():
+            if self._states.get(tp) is state:
+                state.release(self._committed.get(tp, -1))
+                snapshot[tp] = (state, state.take_changes())
+        self._unsnapped.clear()
+        self._snapped_at = time.monotonic()
+        return snapshot
+
     async def persist(self, batch: WindowedBatch) -> None:
-        """After ``batch``'s outputs were acknowledged: once its aggregates are too and every
-        batch before it is ready, its rows go to the changelog (and later to the local store),
-        with those of the ready batches around it in one write (later rows of a sensor
-        replace earlier ones; each partition's row last), so the saves keep up with the
-        acknowledgements. Raises :class:`DeliveryFailedError` (or ``StateError``), and for
-        every later batch too: a later batch's rows are never saved without an earlier one's."""
+        """After ``batch``'s outputs were acknowledged: once its aggregates are too, every
+        batch before it is ready and a snapshot at or after it was taken, its rows go to the
+        changelog (and later to the local store), with those of the ready batches around it
+        in one write (later rows of a sensor replace earlier ones; each partition's row
+        last), so the saves keep up with the acknowledgements. Raises
+        :class:`DeliveryFailedError` (or ``StateError``), and for every later batch too: a
+        later batch's rows are never saved without an earlier one's."""
         if batch.aggregates is not None:
             try:
                 await batch.aggregates
@@ -218,9 +244,7 @@ class Windowing:
             if pause > 0 and not batch.persisted.is_set():
                 await asyncio.sleep(pause)  # the batches acknowledged meanwhile join this save
             self._saved_at = time.monotonic()
-            ready = []
-            while self._unsaved and self._unsaved[0].ready and not self._failed:
-                ready.append(self._unsaved.popleft())
+            ready = self._covered()
             if ready:
                 try:
                     await self._save_batches(ready)
@@ -233,10 +257,20 @@ class Windowing:
         await batch.persisted.wait()  # saved here, or with an earlier batch's call
         self._check_earlier_saved()
 
+    def _covered(self) -> list[WindowedBatch]:
+        """The batches to save now, taken off the unsaved ones (:func:`saveable`); the
+        newest takes its snapshot here if every batch applied is ready."""
+        if self._failed:
+            return []
+        count, snap_newest = saveable(self._unsaved)
+        if snap_newest:
+            self._unsaved[-1].changes = self._snapshot()
+        return [self._unsaved.popleft() for _ in range(count)]
+
     async def _save_batches(self, batches: list[WindowedBatch]) -> None:
         merged: dict[TopicPartition, dict[bytes, bytes]] = {}
         for batch in batches:
-            for tp, (state, changed) in batch.changes.items():
+            for tp, (state, changed) in (batch.changes or {}).items():
                 if self._states.get(tp) is not state:
                     continue  # revoked since: its new owner finds it in the changelog
                 rows = merged.setdefault(tp, {})
@@ -307,6 +341,23 @@ class Windowing:
         finally:
             self._unstored.clear()
             self._store.close()
+
+
+def saveable(unsaved: Sequence[WindowedBatch]) -> tuple[int, bool]:
+    """How many of the ``unsaved`` batches (oldest first) can be saved now, and whether the
+    newest must take a snapshot first: the longest run of ready batches from the oldest that
+    ends with a snapshot (a batch's rows are its snapshot's, which covers the batches before
+    it); when every batch is ready the state is as of the newest, which then snapshots if it
+    has not (so that the last batch of a stream is saved)."""
+    ready = 0
+    while ready < len(unsaved) and unsaved[ready].ready:
+        ready += 1
+    if 0 < ready == len(unsaved):
+        return ready, unsaved[-1].changes is None
+    count = ready
+    while count and unsaved[count - 1].changes is None:
+        count -= 1
+    return count, False
 
 
 def _records(aggregates: Aggregates) -> list[tuple[bytes, bytes]]:
