@@ -107,6 +107,8 @@ class _PlainReading(msgspec.Struct):
     source: msgspec.UnsetType = msgspec.UNSET
     regions: msgspec.UnsetType = msgspec.UNSET
     source_crs: msgspec.UnsetType = msgspec.UNSET
+    qc: msgspec.UnsetType = msgspec.UNSET
+    qc_flag: msgspec.UnsetType = msgspec.UNSET
 
 
 class _ProjectedReading(msgspec.Struct):

@@ -20,6 +20,7 @@ from processor.messages.codec import (
 )
 from processor.messages.encode import (
     CUT_PAYLOAD_KEPT_BYTES,
+    NO_QC,
     encode_dead_letter,
     encode_point,
     encode_points,
@@ -425,6 +426,22 @@ def test_plain_records_keep_their_bytes_and_others_are_normalised() -> None:
     assert out["timestamp"] == "2026-11-23T10:00:00.5Z"
     assert (out["x"], out["y"], out["crs"], out["regions"]) == (1.0, 2.0, "EPSG:3857", ["a", "b"])
     assert json.loads(plain).items() <= out.items()
+
+
+@pytest.mark.parametrize("own", [{"qc": {"pm25": {"flag": 4}}}, {"qc_flag": 4}, {"qc": "ok"}])
+def test_an_input_with_quality_control_of_its_own_gets_the_processors_once(
+    own: dict[str, object],
+) -> None:
+    """The point's ``qc`` and ``qc_flag`` are the processor's (replaced with QC on): an
+    input's own are replaced, never sent beside them as a second key of the same name."""
+    raw = reading(**own)
+    document = accepted_document(raw)
+    assert isinstance(document, dict)
+    point = encode_point(document, 1.0, 2.0, "EPSG:3857", record(raw))
+    pairs = json.loads(point, object_pairs_hook=lambda items: items)
+    names = [name for name, _ in pairs]
+    assert names.count("qc") == 1 and names.count("qc_flag") == 1
+    assert point.endswith(NO_QC)
 
 
 def test_plain_path_still_validates_the_timestamp() -> None:
