@@ -440,7 +440,8 @@ def test_an_input_with_quality_control_of_its_own_gets_the_processors_once(
     point = encode_point(document, 1.0, 2.0, "EPSG:3857", record(raw))
     pairs = json.loads(point, object_pairs_hook=lambda items: items)
     names = [name for name, _ in pairs]
-    assert names.count("qc") == 1 and names.count("qc_flag") == 1
+    assert names.count("qc") == 1
+    assert names.count("qc_flag") == 1
     assert point.endswith(NO_QC)
 
 
