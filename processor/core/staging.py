@@ -20,8 +20,9 @@ from processor.core.buffer import Chunk, RecordBuffer
 from processor.core.commits import Committer
 from processor.core.observer import BatchObserver, BatchTrace
 from processor.core.ports import Outputs, Stage, Staged, TopicPartition
+from processor.core.saves import WindowedBatch
 from processor.core.stats import Stats
-from processor.core.windowing import WindowedBatch, Windowing
+from processor.core.windowing import Windowing
 from processor.errors import DeliveryFailedError, StateError
 from processor.messages.codec import RecordLike
 

@@ -21,8 +21,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from typing import Any, TypeVar
 
@@ -35,11 +34,11 @@ from processor.core.commits import Committer
 from processor.core.offsets import OffsetTracker
 from processor.core.partition_state import BatchFlags, PartitionState, StateSpec
 from processor.core.ports import Row, Stage, Staged, StateTopics, TopicPartition
+from processor.core.saves import Snapshot, WindowedBatch, saveable
 from processor.core.stats import Stats
 from processor.errors import ConfigError, DeliveryFailedError, StateError
 from processor.messages.codec import DeadLetterCode
 from processor.state.aggregates import Aggregates
-from processor.state.rows import ChangedRows
 from processor.state.spec import Verdict, WindowSpec
 from processor.state.store import LocalStore
 
@@ -53,22 +52,6 @@ _encode = msgspec.json.Encoder().encode
 #: once a second instead of once a batch costs only a longer read after a crash, and saves a
 #: durable write and a Python loop over the rows per batch.
 STORE_EVERY_S = 1.0
-
-
-Snapshot = dict[TopicPartition, tuple[PartitionState, ChangedRows]]
-
-
-@dataclass(slots=True)
-class WindowedBatch:
-    """What a batch did to the state, to persist once its outputs are acknowledged.
-    ``changes``: the rows of what changed since the previous snapshot, taken right after
-    this batch; None: a later batch's snapshot covers this batch's changes."""
-
-    changes: Snapshot | None
-    aggregates: Awaitable[None] | None
-    aggregate_count: int
-    ready: bool = False  # its outputs and aggregates are acknowledged
-    persisted: asyncio.Event = field(default_factory=asyncio.Event)  # or failed
 
 
 class Windowing:
@@ -211,10 +194,8 @@ class Windowing:
         return staged, batch
 
     def _snapshot(self) -> Snapshot:
-        """The rows of every owned partition's state that changed since the last snapshot,
-        serialized now: a state as of the batch just applied. Taken at most once every
-        ``save_every_s`` while batches come, so that packing rows costs per save, not per
-        batch; and when the batches applied are all ready (:meth:`persist`)."""
+        """The rows of every owned partition's state changed since the last snapshot, as of
+        the batch just applied: taken per save, not per batch (see the module docstring)."""
         snapshot = {}
         for tp, state in self._unsnapped.items():
             if self._states.get(tp) is state:
@@ -227,9 +208,8 @@ class Windowing:
     async def persist(self, batch: WindowedBatch) -> None:
         """After ``batch``'s outputs were acknowledged: once its aggregates are too, every
         batch before it is ready and a snapshot at or after it was taken, its rows go to the
-        changelog (and later to the local store), with those of the ready batches around it
-        in one write (later rows of a sensor replace earlier ones; each partition's row
-        last), so the saves keep up with the acknowledgements. Raises
+        changelog (later to the local store), with the other ready batches' in one write
+        (each sensor's latest row; each partition's row last). Raises
         :class:`DeliveryFailedError` (or ``StateError``), and for every later batch too: a
         later batch's rows are never saved without an earlier one's."""
         if batch.aggregates is not None:
@@ -341,23 +321,6 @@ class Windowing:
         finally:
             self._unstored.clear()
             self._store.close()
-
-
-def saveable(unsaved: Sequence[WindowedBatch]) -> tuple[int, bool]:
-    """How many of the ``unsaved`` batches (oldest first) can be saved now, and whether the
-    newest must take a snapshot first: the longest run of ready batches from the oldest that
-    ends with a snapshot (a batch's rows are its snapshot's, which covers the batches before
-    it); when every batch is ready the state is as of the newest, which then snapshots if it
-    has not (so that the last batch of a stream is saved)."""
-    ready = 0
-    while ready < len(unsaved) and unsaved[ready].ready:
-        ready += 1
-    if 0 < ready == len(unsaved):
-        return ready, unsaved[-1].changes is None
-    count = ready
-    while count and unsaved[count - 1].changes is None:
-        count -= 1
-    return count, False
 
 
 def _records(aggregates: Aggregates) -> list[tuple[bytes, bytes]]:

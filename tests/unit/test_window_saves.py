@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.core.windowing import WindowedBatch, saveable
+from processor.core.saves import WindowedBatch, saveable
 
 # Each batch: (ready, has a snapshot).
 batches = st.lists(st.tuples(st.booleans(), st.booleans()), max_size=12)
