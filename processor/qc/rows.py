@@ -55,8 +55,19 @@ class Kept(NamedTuple):
         no_flags = np.empty((0, n_fields), dtype=np.uint8)
         return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), no_flags, no_flags)
 
-    def rows(self, index: npt.NDArray[np.int64]) -> Kept:
+    def rows(self, index: npt.NDArray[np.int64] | slice) -> Kept:
         return Kept(self.sensor[index], self.offset[index], self.flag[index], self.failed[index])
+
+    def copy(self) -> Kept:
+        return Kept(self.sensor.copy(), self.offset.copy(), self.flag.copy(), self.failed.copy())
+
+    def joined(self, other: Kept) -> Kept:
+        return Kept(
+            np.concatenate((self.sensor, other.sensor)),
+            np.concatenate((self.offset, other.offset)),
+            np.concatenate((self.flag, other.flag)),
+            np.concatenate((self.failed, other.failed)),
+        )
 
     def nbytes(self) -> int:
         return sum(column.nbytes for column in self)
