@@ -26,9 +26,10 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from processor.qc.checks import flat_line, gross_range, rate_of_change, spike
-from processor.qc.flags import NOT_RUN, TESTS, U8, field_flags
+from processor.qc.checks import Battery
+from processor.qc.flags import U8, packed_flags
 from processor.qc.rows import Kept, Keys, Row, SensorRows, pack, settings_row, unpack
+from processor.qc.series import Series
 from processor.qc.thresholds import QcSpec
 from processor.state.rows import ChangedRows
 from processor.state.tables import Sensors, renumber
@@ -55,7 +56,9 @@ class PartitionQc:
         self._last_us = np.empty(0, dtype=np.int64)  # event time of the latest
         self._history = np.empty((0, spec.depth, n_fields))  # latest values, oldest first
         self._kept = Kept.empty(n_fields)  # flags for replays, until released
-        self._changed: list[Keys] = []
+        self._changed = np.empty(0, dtype=bool)  # per sensor: since take_changes
+        self._battery = Battery(spec.thresholds)
+        self._settings = settings_row(spec)
 
     @property
     def spec(self) -> QcSpec:
@@ -86,7 +89,6 @@ class PartitionQc:
         if new.size:
             clean = np.where(np.isfinite(values[new]), values[new], np.nan)
             flag[new], failed[new] = self._flag_new(row[new], offsets[new], event_us[new], clean)
-            self._changed.append(sensors[new])
         return Flags(flag, failed)
 
     def _sensor_rows(self, keys: Keys) -> I64:
@@ -97,6 +99,7 @@ class PartitionQc:
             self._seen = np.insert(self._seen, at, 0)
             self._last_us = np.insert(self._last_us, at, 0)
             self._history = np.insert(self._history, at, np.nan, axis=0)
+            self._changed = np.insert(self._changed, at, False)
             self._kept = self._kept._replace(sensor=renumber(self._kept.sensor, at))
         rows: I64 = np.searchsorted(self._sensors.keys, unique)[inverse]
         return rows
@@ -114,71 +117,45 @@ class PartitionQc:
 
     def _flag_new(self, row: I64, offsets: I64, event_us: I64, values: F64) -> tuple[U8, U8]:
         """Flag readings new to their sensors and move the state past them."""
-        spec, depth = self._spec, self._spec.depth
-        order = np.argsort(row, kind="stable")  # by sensor, then offset
-        row, offsets, event_us, values = row[order], offsets[order], event_us[order], values[order]
-        m = row.size
-        first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        group = np.repeat(np.arange(first.size), np.diff(np.r_[first, m]))
-        rank = np.arange(m) - first[group]
-        who = row[first]  # the batch's sensors
-        counts = np.diff(np.r_[first, m])
-        # Each sensor's kept values, then its new ones, in one array per field: a
-        # reading's k-th earlier value is at ``at - k``.
-        n_fields = len(spec.fields)
-        base = first + np.arange(first.size) * depth
-        series = np.empty((n_fields, m + first.size * depth))
-        slots = (base[:, None] + np.arange(depth)).ravel()
-        series[:, slots] = self._history[who].reshape(-1, n_fields).T
-        at = base[group] + depth + rank
-        series[:, at] = values.T
-        seen = self._seen[who][group] + rank
-        previous_us = np.where(rank == 0, self._last_us[who][group], np.r_[0, event_us[:-1]])
-        left = np.where(seen > 0, series[:, at - 1], np.nan)
-        tests = np.full((m, n_fields, len(TESTS)), NOT_RUN, dtype=np.uint8)
-        for f, th in enumerate(spec.thresholds):
-            x = values[:, f]
-            if th.gross_range_fail is not None:
-                tests[:, f, 0] = gross_range(x, th.gross_range_fail, th.gross_range_suspect)
-            if th.runs[1]:
-                tests[:, f, 1] = spike(x, left[f], seen == 0, th.spike_suspect, th.spike_fail)
-            if th.rate_of_change_suspect is not None:
-                tests[:, f, 2] = rate_of_change(
-                    x, left[f], event_us - previous_us, th.rate_of_change_suspect,
-                    th.rate_of_change_fail,
-                )  # fmt: skip
-            if th.flat_line_suspect and th.flat_line_fail and th.flat_line_tolerance:
-                tests[:, f, 3] = flat_line(
-                    series[f],
-                    at,
-                    seen,
-                    suspect=th.flat_line_suspect,
-                    fail=th.flat_line_fail,
-                    tolerance=th.flat_line_tolerance,
-                )
-        flag, failed = field_flags(tests)
-        last = np.r_[first[1:], m] - 1
-        keep = (base + counts)[:, None] + np.arange(depth)
-        self._history[who] = series[:, keep.ravel()].T.reshape(first.size, depth, n_fields)
+        n_fields = len(self._spec.fields)
+        order = _by_sensor(row, self._sensors.size())
+        s_row, s_us, s_values = row[order], event_us[order], values[order]
+        m = s_row.size
+        first = np.flatnonzero(np.concatenate(([True], s_row[1:] != s_row[:-1])))
+        counts = np.diff(np.append(first, m))
+        who = s_row[first]  # the batch's sensors
+        series = Series(np.take(self._history, who, axis=0), s_values, counts)
+        seen = self._seen[s_row] + series.rank
+        previous_us = np.where(
+            series.rank == 0, self._last_us[s_row], np.concatenate((s_us[:1], s_us[:-1]))
+        )
+        left = np.where((seen > 0)[:, None], series.previous(), np.nan)
+        packed = self._battery.packed(s_values, left, s_us - previous_us, seen, series)
+        last = first + counts - 1
+        self._history[who] = series.latest()
         self._seen[who] += counts
-        self._last_us[who] = event_us[last]
-        self._sensors.applied[who] = offsets[last]
+        self._last_us[who] = s_us[last]
+        self._sensors.applied[who] = offsets[order][last]
+        self._changed[who] = True
+        flag, failed = np.empty((m, n_fields), np.uint8), np.empty((m, n_fields), np.uint8)
+        flag[order], failed[order] = packed_flags(packed)
         self._record(row, offsets, flag, failed)
-        unsorted = np.empty_like(order)
-        unsorted[order] = np.arange(m)
-        return flag[unsorted], failed[unsorted]
+        return flag, failed
 
     def _record(self, row: I64, offsets: I64, flag: U8, failed: U8) -> None:
-        """Keep new readings' flags for their replays, in offset order (after a restore,
-        a sensor whose row was not persisted re-applies offsets below others' kept ones)."""
-        order = np.argsort(offsets)
+        """Keep new readings' flags (``offsets`` increasing) for their replays, in offset
+        order: after the kept ones, unless a restore made a sensor whose row was not
+        persisted re-apply offsets below others' kept ones."""
         kept = self._kept
-        at = np.searchsorted(kept.offset, offsets[order])
+        if not kept.offset.size or offsets[0] > kept.offset[-1]:
+            self._kept = kept.joined(Kept(row, offsets, flag, failed))
+            return
+        at = np.searchsorted(kept.offset, offsets)
         self._kept = Kept(
-            np.insert(kept.sensor, at, row[order]),
-            np.insert(kept.offset, at, offsets[order]),
-            np.insert(kept.flag, at, flag[order], axis=0),
-            np.insert(kept.failed, at, failed[order], axis=0),
+            np.insert(kept.sensor, at, row),
+            np.insert(kept.offset, at, offsets),
+            np.insert(kept.flag, at, flag, axis=0),
+            np.insert(kept.failed, at, failed, axis=0),
         )
 
     def release(self, commit_offset: int) -> None:
@@ -186,26 +163,25 @@ class PartitionQc:
         its flags are no longer kept."""
         released = int(np.searchsorted(self._kept.offset, commit_offset))
         if released:
-            self._kept = self._kept.rows(np.arange(released, self._kept.offset.size))
+            self._kept = self._kept.rows(slice(released, None)).copy()
 
     def take_changes(self) -> ChangedRows:
         """The rows of the sensors changed since the last call (each one's whole QC state),
         and the settings' row (as ``partition``: any order with the sensors' is safe)."""
-        keys = self._sensors.keys
-        changed = np.unique(np.concatenate([keys[:0], *self._changed]))
-        self._changed = []
-        who = np.searchsorted(keys, changed)
-        mine = self._kept.rows(np.flatnonzero(np.isin(self._kept.sensor, who)))
-        mine = mine.rows(np.argsort(mine.sensor, kind="stable"))
+        changed, self._changed = self._changed, np.zeros(self._changed.size, dtype=bool)
+        who = np.flatnonzero(changed)
+        mine = self._kept.rows(np.flatnonzero(changed[self._kept.sensor]))
+        local = (np.cumsum(changed) - 1)[mine.sensor]  # the index in ``who``
+        order = _by_sensor(local, who.size)
         state = SensorRows(
-            keys[who],
+            self._sensors.keys[who],
             self._sensors.applied[who],
             self._seen[who],
             self._last_us[who],
             self._history[who],
-            mine._replace(sensor=np.searchsorted(who, mine.sensor)),
+            mine.rows(order)._replace(sensor=local[order]),
         )
-        return ChangedRows(pack(self._spec, state), settings_row(self._spec))
+        return ChangedRows(pack(self._spec, state), self._settings)
 
     @classmethod
     def from_rows(cls, spec: QcSpec, rows: Iterable[Row]) -> PartitionQc:
@@ -216,6 +192,7 @@ class PartitionQc:
         state._sensors = Sensors.new(saved.keys, saved.applied, 0)
         state._seen, state._last_us, state._history = saved.seen, saved.last_us, saved.history
         state._kept = saved.kept.rows(np.argsort(saved.kept.offset))
+        state._changed = np.zeros(saved.keys.size, dtype=bool)
         return state
 
     def memory_bytes(self) -> int:
@@ -225,5 +202,15 @@ class PartitionQc:
             + self._seen.nbytes
             + self._last_us.nbytes
             + self._history.nbytes
+            + self._changed.nbytes
             + self._kept.nbytes()
         )
+
+
+def _by_sensor(row: I64, sensors: int) -> I64:
+    """The order that groups readings by sensor row, keeping their order within each (a
+    stable sort: numpy's is a radix sort on 16-bit integers, 4 times faster than on int64)."""
+    if sensors <= 1 << 16:
+        row = row.astype(np.uint16)
+    order: I64 = np.argsort(row, kind="stable")
+    return order
