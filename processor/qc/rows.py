@@ -27,7 +27,9 @@ Row = tuple[bytes, bytes]
 Keys = npt.NDArray[np.bytes_]
 QC_KEY_END = b"\x02"
 SETTINGS_KEY = QC_KEY_END
-_FORMAT = 1
+#: 2: the settings' row and each sensor's fingerprint name the history (fields and depth),
+#: not the thresholds (1), so that thresholds may change over a saved state.
+_FORMAT = 2
 _HEADER = np.dtype(
     [
         ("applied", "<i8"),
@@ -92,7 +94,7 @@ def qc_key(sensor_key: bytes) -> bytes:
 
 
 def settings_row(spec: QcSpec) -> Row:
-    return SETTINGS_KEY, spec.describe().encode()
+    return SETTINGS_KEY, spec.history().encode()
 
 
 def pack(spec: QcSpec, state: SensorRows) -> list[Row]:
@@ -144,10 +146,10 @@ def unpack(spec: QcSpec, rows: Iterable[Row]) -> SensorRows:
     saved = last.pop(SETTINGS_KEY, None)
     if saved is not None and saved != settings_row(spec)[1]:
         raise StateError(
-            f"the saved QC state was written with the QC thresholds "
-            f"{saved.decode(errors='replace')}, not {spec.describe()}: it would flag differently. "
-            "Go back to those thresholds, "
-            "or start the state over (delete the changelog topic and PROCESSOR_STATE_DIR)"
+            f"the saved QC state keeps the history {saved.decode(errors='replace')}, not "
+            f"{spec.history()}: QC's fields or its longest flat line changed (thresholds may "
+            "change, these may not). Go back to them, or start the state over (delete the "
+            "changelog topic and PROCESSOR_STATE_DIR)"
         )
     if any(not key.endswith(KEY_END + QC_KEY_END) for key in last):
         raise StateError("a saved QC state row's key is not a QC sensor key")
@@ -165,8 +167,9 @@ def unpack(spec: QcSpec, rows: Iterable[Row]) -> SensorRows:
     header = np.frombuffer(b"".join(v[: _HEADER.itemsize] for v in values), dtype=_HEADER)
     if (header["format"] != _FORMAT).any() or (header["settings"] != spec.fingerprint()).any():
         raise StateError(
-            "a sensor's saved QC state was written under other QC thresholds or by another "
-            "build: start the state over (delete the changelog topic and PROCESSOR_STATE_DIR)"
+            "a sensor's saved QC state keeps another history (QC's fields or longest flat "
+            "line) or was saved by another build: start the state over (delete the changelog "
+            "topic and PROCESSOR_STATE_DIR)"
         )
     entries = header["entries"].astype(np.int64)
     if (fixed + entries * entry.itemsize != size).any():

@@ -95,8 +95,8 @@ KEYS = tuple(f.name for f in fields(FieldThresholds))
 
 @dataclass(frozen=True, slots=True)
 class QcSpec:
-    """The settings the QC state depends on: its fields (the ``values`` columns, in this
-    order) and their thresholds. Restoring under another spec is refused."""
+    """The QC settings: its fields (the ``values`` columns, in this order) and their
+    thresholds. A state restores under any spec with the same :meth:`history`."""
 
     fields: tuple[str, ...]
     thresholds: tuple[FieldThresholds, ...]
@@ -119,13 +119,19 @@ class QcSpec:
         return max([1, *(th.depth for th in self.thresholds)])
 
     def describe(self) -> str:
-        """The settings as one canonical JSON text (saved with the state)."""
+        """The thresholds as one canonical JSON text."""
         tables = {name: th.table() for name, th in zip(self.fields, self.thresholds, strict=True)}
         return json.dumps(tables, sort_keys=True, separators=(",", ":"))
 
+    def history(self) -> str:
+        """What a saved history depends on, as one canonical JSON text: its fields and how
+        many values it keeps of each. Thresholds may change over a saved history (the new
+        ones judge the readings after it); these may not."""
+        return json.dumps({"fields": list(self.fields), "depth": self.depth}, separators=(",", ":"))
+
     def fingerprint(self) -> int:
-        """64 bits of :meth:`describe`'s hash: each sensor's row carries it."""
-        digest = hashlib.blake2b(self.describe().encode(), digest_size=8).digest()
+        """64 bits of :meth:`history`'s hash: each sensor's row carries it."""
+        digest = hashlib.blake2b(self.history().encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little")
 
 

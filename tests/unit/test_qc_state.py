@@ -104,15 +104,34 @@ def test_qc_keys_never_meet_the_window_states_keys(ids: list[str]) -> None:
     assert len(qc) == len(set(ids)) + 1
 
 
-def test_rows_saved_under_other_thresholds_or_damaged_are_refused() -> None:
+def test_thresholds_may_change_over_a_saved_history() -> None:
+    """New thresholds judge the readings after the restore, from the saved history; a
+    re-read record keeps the flags it got under the old ones. A longer flat line needs a
+    longer history than was kept: refused."""
+    state = PartitionQc(SPEC)
+    first = state.apply(*columns([(0, "s1", T0, (1.0,)), (1, "s1", T0 + 1, (50.0,))]))
+    assert first.flag.tolist() == [[Flag.PASS], [Flag.SUSPECT]]
+    changes = state.take_changes()
+    looser = FieldThresholds(gross_range_fail=(0.0, 100.0), spike_suspect=100.0)
+    restored = PartitionQc.from_rows(QcSpec(("pm25",), (looser,)), changes.pairs())
+    replayed_and_new = restored.apply(
+        *columns([(1, "s1", T0 + 1, (50.0,)), (2, "s1", T0 + 2, (60.0,))])
+    )
+    assert replayed_and_new.flag.tolist() == [[Flag.SUSPECT], [Flag.PASS]]
+    flat = FieldThresholds(flat_line_suspect=3, flat_line_fail=5, flat_line_tolerance=0.01)
+    with pytest.raises(StateError, match="longest flat line changed"):
+        PartitionQc.from_rows(QcSpec(("pm25",), (flat,)), changes.pairs())
+
+
+def test_rows_of_another_history_or_damaged_are_refused() -> None:
     state = PartitionQc(SPEC)
     state.apply(*columns([(0, "s1", T0, (1.0,))]))
     changes = state.take_changes()
     (sensor,), settings_row = changes.sensors, changes.partition
-    other = QcSpec(("pm25",), (FieldThresholds(gross_range_fail=(0.0, 99.0)),))
-    with pytest.raises(StateError, match="it would flag differently"):
+    other = QcSpec(("pm10",), SPEC.thresholds)
+    with pytest.raises(StateError, match="QC's fields or its longest flat line changed"):
         PartitionQc.from_rows(other, [sensor, settings_row])
-    with pytest.raises(StateError, match="other QC thresholds"):
+    with pytest.raises(StateError, match="keeps another history"):
         PartitionQc.from_rows(other, [sensor])
     with pytest.raises(StateError, match="fields"):
         PartitionQc.from_rows(SPEC, [(sensor[0], sensor[1] + b"\x00")])
