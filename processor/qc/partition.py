@@ -5,8 +5,9 @@
 it in offset order (its previous value and time, the flat line's window), whatever batch
 they came in: any split of the same records gives the same flags and state, to the bit.
 Within a batch the work is vectorized across sensors: readings sorted by (sensor, offset),
-each sensor's kept values laid before its new ones in one array, and every reading's
-previous values gathered from it at once.
+each sensor's kept values (a ring of its latest ``depth``, :mod:`processor.qc.series`) read
+before its new ones, every reading's previous values gathered at once, and only the new
+values written back.
 
 **Exactly once under re-delivery.** Each sensor keeps the highest input offset applied to
 it; a record at or below it is a replay: it changes nothing and gets the flags it got the
@@ -29,7 +30,7 @@ import numpy.typing as npt
 from processor.qc.checks import Battery
 from processor.qc.flags import U8, packed_flags
 from processor.qc.rows import Kept, Keys, Row, SensorRows, pack, settings_row, unpack
-from processor.qc.series import Series
+from processor.qc.series import Series, unrolled
 from processor.qc.thresholds import QcSpec
 from processor.state.rows import ChangedRows
 from processor.state.tables import Sensors, renumber
@@ -54,7 +55,8 @@ class PartitionQc:
         self._sensors = Sensors.empty()
         self._seen = np.empty(0, dtype=np.int64)  # readings applied per sensor
         self._last_us = np.empty(0, dtype=np.int64)  # event time of the latest
-        self._history = np.empty((0, spec.depth, n_fields))  # latest values, oldest first
+        self._history = np.empty((0, spec.depth, n_fields))  # latest values, a ring each
+        self._head = np.empty(0, dtype=np.int64)  # each ring's next slot (its oldest value)
         self._kept = Kept.empty(n_fields)  # flags for replays, until released
         self._changed = np.empty(0, dtype=bool)  # per sensor: since take_changes
         self._battery = Battery(spec.thresholds)
@@ -99,6 +101,7 @@ class PartitionQc:
             self._seen = np.insert(self._seen, at, 0)
             self._last_us = np.insert(self._last_us, at, 0)
             self._history = np.insert(self._history, at, np.nan, axis=0)
+            self._head = np.insert(self._head, at, 0)
             self._changed = np.insert(self._changed, at, False)
             self._kept = self._kept._replace(sensor=renumber(self._kept.sensor, at))
         rows: I64 = np.searchsorted(self._sensors.keys, unique)[inverse]
@@ -124,7 +127,7 @@ class PartitionQc:
         first = np.flatnonzero(np.concatenate(([True], s_row[1:] != s_row[:-1])))
         counts = np.diff(np.append(first, m))
         who = s_row[first]  # the batch's sensors
-        series = Series(np.take(self._history, who, axis=0), s_values, counts)
+        series = Series(self._history, self._head, who, s_values, counts)
         seen = self._seen[s_row] + series.rank
         previous_us = np.where(
             series.rank == 0, self._last_us[s_row], np.concatenate((s_us[:1], s_us[:-1]))
@@ -132,7 +135,7 @@ class PartitionQc:
         left = np.where((seen > 0)[:, None], series.previous(), np.nan)
         packed = self._battery.packed(s_values, left, s_us - previous_us, seen, series)
         last = first + counts - 1
-        self._history[who] = series.latest()
+        series.store()
         self._seen[who] += counts
         self._last_us[who] = s_us[last]
         self._sensors.applied[who] = offsets[order][last]
@@ -178,7 +181,7 @@ class PartitionQc:
             self._sensors.applied[who],
             self._seen[who],
             self._last_us[who],
-            self._history[who],
+            unrolled(self._history[who], self._head[who]),
             mine.rows(order)._replace(sensor=local[order]),
         )
         return ChangedRows(pack(self._spec, state), self._settings)
@@ -191,6 +194,7 @@ class PartitionQc:
         saved = unpack(spec, rows)
         state._sensors = Sensors.new(saved.keys, saved.applied, 0)
         state._seen, state._last_us, state._history = saved.seen, saved.last_us, saved.history
+        state._head = np.zeros(saved.keys.size, dtype=np.int64)
         state._kept = saved.kept.rows(np.argsort(saved.kept.offset))
         state._changed = np.zeros(saved.keys.size, dtype=bool)
         return state
@@ -202,6 +206,7 @@ class PartitionQc:
             + self._seen.nbytes
             + self._last_us.nbytes
             + self._history.nbytes
+            + self._head.nbytes
             + self._changed.nbytes
             + self._kept.nbytes()
         )
