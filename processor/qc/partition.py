@@ -33,7 +33,7 @@ from processor.qc.rows import Kept, Keys, Row, SensorRows, pack, settings_row, u
 from processor.qc.series import Series, unrolled
 from processor.qc.thresholds import QcSpec
 from processor.state.rows import ChangedRows
-from processor.state.tables import Sensors, renumber
+from processor.state.tables import Sensors, renumber, unique_keys
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -95,7 +95,7 @@ class PartitionQc:
 
     def _sensor_rows(self, keys: Keys) -> I64:
         """Each reading's sensor row, admitting sensors not seen before."""
-        unique, inverse = np.unique(keys, return_inverse=True)
+        unique, inverse = unique_keys(keys)
         self._sensors, at = self._sensors.admit(unique)
         if at.size:
             self._seen = np.insert(self._seen, at, 0)

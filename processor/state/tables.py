@@ -155,6 +155,44 @@ def renumber(rows: I64, inserted_at: I64) -> I64:
     return rows + np.searchsorted(inserted_at, rows, "right")
 
 
+#: An odd 64-bit multiplier that mixes a key's words into its hash (any would be exact).
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def unique_keys(keys: Keys) -> tuple[Keys, I64]:
+    """``np.unique(keys, return_inverse=True)`` of a batch's keys, several times faster:
+    sorting one uint64 hash a key, then only the distinct keys' words, is cheaper than
+    sorting every key's bytes. Exact: every key is checked equal to its hash's first key,
+    and a collision falls back to sorting the bytes."""
+    n, width = keys.size, keys.itemsize
+    if not n or not width:
+        unique, inverse = np.unique(keys, return_inverse=True)
+        return unique, inverse.astype(np.int64, copy=False)
+    raw = np.zeros((n, -(-width // 8) * 8), dtype=np.uint8)  # zero-padded to whole words
+    raw[:, :width] = np.ascontiguousarray(keys).view(np.uint8).reshape(n, width)
+    words = raw.view(np.uint64)
+    hashes = np.zeros(n, dtype=np.uint64)
+    for word in words.T:  # ~width / 8 passes over the batch
+        hashes = (hashes ^ word) * _MIX
+        hashes ^= hashes >> np.uint64(29)
+    order = np.argsort(hashes)
+    starts = np.empty(n, dtype=bool)  # in hash order: a hash unlike the one before
+    starts[0] = True
+    np.not_equal(hashes[order[1:]], hashes[order[:-1]], out=starts[1:])
+    group = np.empty(n, dtype=np.int64)  # each key's hash, numbered
+    group[order] = np.cumsum(starts) - 1
+    first = order[starts]  # a key of each hash
+    if not (np.take(np.take(words, first, axis=0), group, axis=0) == words).all():
+        unique, inverse = np.unique(keys, return_inverse=True)
+        return unique, inverse.astype(np.int64, copy=False)
+    # Bytes order is the order of the words read big-endian, the first the most significant.
+    distinct = np.take(words, first, axis=0).byteswap()
+    by_bytes = np.lexsort(distinct[:, ::-1].T)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[by_bytes] = np.arange(first.size)
+    return keys[first[by_bytes]], rank[group]
+
+
 @dataclass(slots=True)
 class OpenWindows(Table):
     """Windows not closed yet, sorted by (sensor row, start): the running aggregates. Per

@@ -68,6 +68,7 @@ from processor.state.tables import (
     in_start_order,
     of_sensors,
     renumber,
+    unique_keys,
 )
 
 Mask = npt.NDArray[np.bool_]
@@ -156,7 +157,7 @@ class PartitionWindows:
 
     def _sensor_rows(self, keys: Keys) -> I64:
         """Each reading's sensor row, admitting sensors not seen before."""
-        unique, inverse = np.unique(keys, return_inverse=True)
+        unique, inverse = unique_keys(keys)
         self._sensors, inserted_at = self._sensors.admit(unique)
         if inserted_at.size:
             for window, table in self._windows.items():
