@@ -187,10 +187,17 @@ class Windowing:
         if time.monotonic() - self._snapped_at >= self._save_every_s:
             snapshot = self._snapshot()
         outgoing = [record for aggregates in closed for record in _records(aggregates)]
-        sent = await self._topics.send_aggregates(outgoing) if outgoing else None
-        batch = WindowedBatch(snapshot, sent, len(outgoing))
+        batch = WindowedBatch(snapshot, None, len(outgoing))
+        # Queued before any await: a save meanwhile must see it not ready (the state has
+        # its changes), or a snapshot for an earlier batch would persist them.
         self._unsaved.append(batch)
         self._update_gauges()
+        if outgoing:
+            try:
+                batch.aggregates = await self._topics.send_aggregates(outgoing)
+            except BaseException:
+                self.abandon(batch)
+                raise
         return staged, batch
 
     def _snapshot(self) -> Snapshot:

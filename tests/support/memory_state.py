@@ -28,7 +28,16 @@ class MemoryStateTopics:
     reads: list[tuple[TopicPartition, int]] = field(default_factory=list)  # (tp, since)
     writes: list[list[bytes]] = field(default_factory=list)  # the keys of each write
 
+    #: While set and not yet open, a send of aggregates waits for it (a producer's full
+    #: buffer), before they count as published.
+    send_gate: asyncio.Event | None = None
+    sends_waiting: int = 0
+
     async def send_aggregates(self, records: Sequence[tuple[bytes, bytes]]) -> Awaitable[None]:
+        if self.send_gate is not None:
+            self.sends_waiting += 1
+            await self.send_gate.wait()
+            self.sends_waiting -= 1
         self.aggregates += records
         return _done(None)
 

@@ -1,13 +1,37 @@
-"""Which acknowledged batches the window state saves (``processor.core.windowing.saveable``):
+"""Which acknowledged batches the window state saves (``processor.core.saves.saveable``):
 rows are packed in snapshots, a few a second, not per batch, so a batch is saved only with a
-snapshot taken at or after it, and never before an older batch is ready."""
+snapshot taken at or after it, and never before an older batch is ready; and a batch whose
+aggregates are still being sent is in no save (``processor.core.windowing``)."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from processor.core import windowing
+from processor.core.buffer import Chunk
+from processor.core.offsets import OffsetTracker
+from processor.core.partition_state import StateSpec
+from processor.core.ports import TopicPartition
 from processor.core.saves import WindowedBatch, saveable
+from processor.core.stats import Stats
+from processor.messages.jobs import Framed, PointReadings
+from processor.state.aggregates import sensor_keys
+from processor.state.spec import WindowSpec
+from processor.state.store import LocalStore
+from tests.support.memory_broker import until
+from tests.support.memory_state import FIELDS, MemoryStateTopics
+
+A = TopicPartition("in", 0)
+MINUTE_US = 60_000_000
+T0_US = 1_796_083_200_000_000  # 2026-12-01T00:00:00Z
 
 # Each batch: (ready, has a snapshot).
 batches = st.lists(st.tuples(st.booleans(), st.booleans()), max_size=12)
@@ -47,3 +71,57 @@ def test_a_ready_batch_waits_for_a_snapshot_after_it_while_a_later_one_is_in_fli
     assert saveable(unsaved) == (1, False)
     unsaved[2].ready = True
     assert saveable(unsaved) == (3, False)
+
+
+def _batch(tracker: OffsetTracker, offset: int, sensor: str, minute: int) -> tuple[Any, Any]:
+    """One reading as a one-record batch: its chunk and its stage's result."""
+    chunk = Chunk(A, [SimpleNamespace(offset=offset)], offset, offset + 1, tracker)
+    readings = PointReadings(
+        np.zeros(1, dtype=np.int64),
+        np.array([offset], dtype=np.int64),
+        sensor_keys([sensor]),
+        np.array([T0_US + minute * MINUTE_US], dtype=np.int64),
+        np.ones((1, len(FIELDS))),
+    )
+    return [chunk], Framed(readings=readings)
+
+
+async def test_a_batch_whose_aggregates_wait_to_be_sent_is_in_no_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch k closes minute 0 (its watermark passes it) and waits for room to send the
+    aggregates. The batch before it, acknowledged meanwhile, is saved without k's changes:
+    a watermark saved past minute 0 before its aggregates went out would drop those windows
+    at a restore, and their aggregates with them."""
+    # Snapshots come only when asked for: the first batch's, and when all are ready.
+    monkeypatch.setattr(windowing, "time", SimpleNamespace(monotonic=lambda: 1000.0))
+    topics = MemoryStateTopics(send_gate=asyncio.Event())
+    tracker = OffsetTracker(0)
+    spec = StateSpec(WindowSpec(60_000, 0, FIELDS, dedup=False), None, FIELDS)
+    state = windowing.Windowing(
+        spec,
+        topics,
+        LocalStore(tmp_path / "state"),
+        stage=None,  # type: ignore[arg-type]  # no QC, no dedup: nothing to revise
+        trackers={A: tracker},
+        committed={},
+        stats=Stats(),
+        save_every_s=0.01,
+    )
+    await state.restore(A)
+    _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
+    _, second = await state.apply(*_batch(tracker, 1, "s2", 0))
+    closing = asyncio.create_task(state.apply(*_batch(tracker, 2, "s1", 1)))
+    await until(lambda: topics.sends_waiting == 1, what="the closing batch's send waits")
+    await state.persist(first)
+    assert topics.writes == [[b"s1\x01", b""]]
+    saving = asyncio.create_task(state.persist(second))
+    await until(state._saving.locked, what="the second batch's save began")
+    await until(lambda: not state._saving.locked(), what="the second batch's save ended")
+    assert len(topics.writes) == 1, "saved with the changes of a batch not acknowledged"
+    topics.send_gate.set()
+    _, third = await closing
+    await asyncio.gather(state.persist(third), saving)
+    assert topics.writes[1] == [b"s1\x01", b"s2\x01", b""]
+    assert len(topics.aggregates) == 2
+    state.close()
