@@ -8,7 +8,10 @@ packing rows costs per save (docs/state.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from processor.core.partition_state import PartitionState
@@ -46,3 +49,68 @@ def saveable(unsaved: Sequence[WindowedBatch]) -> tuple[int, bool]:
     while count and unsaved[count - 1].changes is None:
         count -= 1
     return count, False
+
+
+class Unsaved:
+    """The batches applied and not saved yet, oldest first, and the snapshots that cover
+    them: one when a batch is applied, at most once every ``every_s``; and one for the
+    newest when all are ready. ``states`` (the owned partitions' states, kept up to date by
+    the caller) and ``committed`` (their commit points) are read at each snapshot."""
+
+    def __init__(
+        self,
+        states: Mapping[TopicPartition, PartitionState],
+        committed: Mapping[TopicPartition, int],
+        every_s: float,
+    ) -> None:
+        self._states = states
+        self._committed = committed
+        self._every_s = every_s
+        self._batches: deque[WindowedBatch] = deque()
+        self._changed: dict[TopicPartition, PartitionState] = {}  # since the last snapshot
+        self._taken_at = -math.inf
+        self.failed = False
+
+    def applied(
+        self, touched: Mapping[TopicPartition, PartitionState], aggregates: int
+    ) -> WindowedBatch:
+        """Queue a batch that changed ``touched`` and closed ``aggregates`` windows (whose
+        send the caller sets in the batch), with a snapshot if one is due."""
+        self._changed.update(touched)
+        due = time.monotonic() - self._taken_at >= self._every_s
+        batch = WindowedBatch(self._take() if due else None, None, aggregates)
+        self._batches.append(batch)
+        return batch
+
+    def forget(self, tp: TopicPartition) -> None:
+        """The partition went: its changes stay out of the next snapshot."""
+        self._changed.pop(tp, None)
+
+    def covered(self) -> list[WindowedBatch]:
+        """The batches to save now, taken off the queue (:func:`saveable`); the newest takes
+        its snapshot here if every batch applied is ready. None once a batch failed."""
+        if self.failed:
+            return []
+        count, snap_newest = saveable(self._batches)
+        if snap_newest:
+            self._batches[-1].changes = self._take()
+        return [self._batches.popleft() for _ in range(count)]
+
+    def abandon(self, batch: WindowedBatch) -> None:
+        """``batch`` will not be saved: nor will any, and whoever waits for one is told."""
+        self.failed = True
+        batch.persisted.set()
+        for waiting in self._batches:
+            waiting.persisted.set()
+
+    def _take(self) -> Snapshot:
+        """The rows of every owned partition's state changed since the last snapshot, as of
+        the batch just applied."""
+        snapshot = {}
+        for tp, state in self._changed.items():
+            if self._states.get(tp) is state:
+                state.release(self._committed.get(tp, -1))
+                snapshot[tp] = (state, state.take_changes())
+        self._changed.clear()
+        self._taken_at = time.monotonic()
+        return snapshot

@@ -20,7 +20,6 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from typing import Any, TypeVar
@@ -34,7 +33,7 @@ from processor.core.commits import Committer
 from processor.core.offsets import OffsetTracker
 from processor.core.partition_state import BatchFlags, PartitionState, StateSpec
 from processor.core.ports import Row, Stage, Staged, StateTopics, TopicPartition
-from processor.core.saves import Snapshot, WindowedBatch, saveable
+from processor.core.saves import Unsaved, WindowedBatch
 from processor.core.stats import Stats
 from processor.errors import ConfigError, DeliveryFailedError, StateError
 from processor.messages.codec import DeadLetterCode
@@ -83,14 +82,10 @@ class Windowing:
         self._committed = committed
         self._stats = stats
         self._states: dict[TopicPartition, PartitionState] = {}
-        self._unsaved: deque[WindowedBatch] = deque()  # in the order they were applied
+        self._unsaved = Unsaved(self._states, committed, save_every_s)
         self._saving = asyncio.Lock()
         self._save_every_s = save_every_s
         self._saved_at = -math.inf
-        #: The states batches changed since the last snapshot, and when it was taken.
-        self._unsnapped: dict[TopicPartition, PartitionState] = {}
-        self._snapped_at = -math.inf
-        self._failed = False
         self._store_lock = asyncio.Lock()
         #: Rows the changelog acknowledged that the local store has not taken yet, and the
         #: changelog's end offset they reach, per partition.
@@ -132,7 +127,7 @@ class Windowing:
         """The partition went: its state stays in the changelog and the local store, whose
         database is closed (its memtables go)."""
         self._states.pop(tp, None)
-        self._unsnapped.pop(tp, None)
+        self._unsaved.forget(tp)
         self._update_gauges()
         await self._store_unstored(tp)
         await self._on_store(self._store.release, tp.topic, tp.partition)
@@ -182,15 +177,10 @@ class Windowing:
             self._stats.qc_flags.update(flags.counts(~duplicate))
         if endings is not None or duplicates:
             staged = self._stage.revise(staged, endings, duplicates, DeadLetterCode.DUPLICATE)
-        self._unsnapped.update(touched)
-        snapshot = None
-        if time.monotonic() - self._snapped_at >= self._save_every_s:
-            snapshot = self._snapshot()
         outgoing = [record for aggregates in closed for record in _records(aggregates)]
-        batch = WindowedBatch(snapshot, None, len(outgoing))
         # Queued before any await: a save meanwhile must see it not ready (the state has
         # its changes), or a snapshot for an earlier batch would persist them.
-        self._unsaved.append(batch)
+        batch = self._unsaved.applied(touched, len(outgoing))
         self._update_gauges()
         if outgoing:
             try:
@@ -199,18 +189,6 @@ class Windowing:
                 self.abandon(batch)
                 raise
         return staged, batch
-
-    def _snapshot(self) -> Snapshot:
-        """The rows of every owned partition's state changed since the last snapshot, as of
-        the batch just applied: taken per save, not per batch (see the module docstring)."""
-        snapshot = {}
-        for tp, state in self._unsnapped.items():
-            if self._states.get(tp) is state:
-                state.release(self._committed.get(tp, -1))
-                snapshot[tp] = (state, state.take_changes())
-        self._unsnapped.clear()
-        self._snapped_at = time.monotonic()
-        return snapshot
 
     async def persist(self, batch: WindowedBatch) -> None:
         """After ``batch``'s outputs were acknowledged: once its aggregates are too, every
@@ -231,7 +209,7 @@ class Windowing:
             if pause > 0 and not batch.persisted.is_set():
                 await asyncio.sleep(pause)  # the batches acknowledged meanwhile join this save
             self._saved_at = time.monotonic()
-            ready = self._covered()
+            ready = self._unsaved.covered()
             if ready:
                 try:
                     await self._save_batches(ready)
@@ -243,16 +221,6 @@ class Windowing:
                         done.persisted.set()
         await batch.persisted.wait()  # saved here, or with an earlier batch's call
         self._check_earlier_saved()
-
-    def _covered(self) -> list[WindowedBatch]:
-        """The batches to save now, taken off the unsaved ones (:func:`saveable`); the
-        newest takes its snapshot here if every batch applied is ready."""
-        if self._failed:
-            return []
-        count, snap_newest = saveable(self._unsaved)
-        if snap_newest:
-            self._unsaved[-1].changes = self._snapshot()
-        return [self._unsaved.popleft() for _ in range(count)]
 
     async def _save_batches(self, batches: list[WindowedBatch]) -> None:
         merged: dict[TopicPartition, dict[bytes, bytes]] = {}
@@ -288,16 +256,13 @@ class Windowing:
                 await self._on_store(self._save, tp, *unstored)
 
     def _check_earlier_saved(self) -> None:
-        if self._failed:
+        if self._unsaved.failed:
             raise DeliveryFailedError("the window state of an earlier batch was not saved")
 
     def abandon(self, batch: WindowedBatch) -> None:
         """``batch`` will not be persisted (its outputs failed): neither will any after it,
         and whoever waits for one is told."""
-        self._failed = True
-        batch.persisted.set()
-        for waiting in self._unsaved:
-            waiting.persisted.set()
+        self._unsaved.abandon(batch)
 
     async def _on_store(self, call: Callable[..., T], *args: Any) -> T:
         """``call`` on a worker thread, one store call at a time: a database must not be

@@ -1,4 +1,4 @@
-"""Which acknowledged batches the window state saves (``processor.core.saves.saveable``):
+"""Which acknowledged batches the window state saves (``processor.core.saves``):
 rows are packed in snapshots, a few a second, not per batch, so a batch is saved only with a
 snapshot taken at or after it, and never before an older batch is ready; and a batch whose
 aggregates are still being sent is in no save (``processor.core.windowing``)."""
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.core import windowing
+from processor.core import saves, windowing
 from processor.core.buffer import Chunk
 from processor.core.offsets import OffsetTracker
 from processor.core.partition_state import StateSpec
@@ -94,7 +94,7 @@ async def test_a_batch_whose_aggregates_wait_to_be_sent_is_in_no_save(
     a watermark saved past minute 0 before its aggregates went out would drop those windows
     at a restore, and their aggregates with them."""
     # Snapshots come only when asked for: the first batch's, and when all are ready.
-    monkeypatch.setattr(windowing, "time", SimpleNamespace(monotonic=lambda: 1000.0))
+    monkeypatch.setattr(saves, "time", SimpleNamespace(monotonic=lambda: 1000.0))
     topics = MemoryStateTopics(send_gate=asyncio.Event())
     tracker = OffsetTracker(0)
     spec = StateSpec(WindowSpec(60_000, 0, FIELDS, dedup=False), None, FIELDS)
