@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from processor.core.buffer import Chunk, RecordBuffer
@@ -24,7 +24,6 @@ from processor.core.saves import WindowedBatch
 from processor.core.stats import Stats
 from processor.core.windowing import Windowing
 from processor.errors import DeliveryFailedError, StateError
-from processor.messages.codec import RecordLike
 
 
 @dataclass(slots=True)
@@ -32,11 +31,32 @@ class _InFlight:
     """A batch being computed, on its way to the outputs."""
 
     chunks: list[Chunk[TopicPartition]]
-    records: list[RecordLike]
-    computing: asyncio.Future[Staged]
     started: float
     trace: BatchTrace
     finished: asyncio.Event  # acknowledged, or failed
+
+    def sent(self) -> _InFlight:
+        """The batch once its outputs were acknowledged: its offset ranges, trace and events,
+        without its records or their outputs (a batch waiting for its state's next save must
+        not hold them: the buffer no longer counts them)."""
+        chunks = [replace(chunk, records=()) for chunk in self.chunks]
+        return replace(self, chunks=chunks)
+
+
+_Computing = tuple[_InFlight, "asyncio.Future[Staged]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A batch's counts, all that its trace and the stats read once it was sent."""
+
+    published: int
+    codes: Mapping[str, int]
+    readings: None = None
+
+    @classmethod
+    def of(cls, staged: Staged) -> Outcome:
+        return cls(staged.published, staged.codes)
 
 
 class Staging:
@@ -76,7 +96,7 @@ class Staging:
 
     async def run(self) -> None:
         """Until the buffer is closed and empty, and every batch taken from it was sent."""
-        handoff: asyncio.Queue[_InFlight | None] = asyncio.Queue(
+        handoff: asyncio.Queue[_Computing | None] = asyncio.Queue(
             maxsize=1 + self._stage.parallelism
         )
         publishing = asyncio.create_task(self._publish_loop(handoff), name="publish")
@@ -101,7 +121,7 @@ class Staging:
             for task in late:
                 task.cancel()
 
-    async def _stage_loop(self, handoff: asyncio.Queue[_InFlight | None]) -> None:
+    async def _stage_loop(self, handoff: asyncio.Queue[_Computing | None]) -> None:
         while chunks := await self._buffer.take(self._batch_max):
             started = self._clock()
             records = [record for chunk in chunks for record in chunk.records]
@@ -113,11 +133,12 @@ class Staging:
             computing = asyncio.ensure_future(
                 self._stage.compute(runs, records, trace.stamps, framing)
             )
-            await handoff.put(_InFlight(chunks, records, computing, started, trace, finished))
+            await handoff.put((_InFlight(chunks, started, trace, finished), computing))
 
-    async def _publish_loop(self, handoff: asyncio.Queue[_InFlight | None]) -> None:
-        while (batch := await handoff.get()) is not None:
-            staged = await batch.computing
+    async def _publish_loop(self, handoff: asyncio.Queue[_Computing | None]) -> None:
+        while (next_batch := await handoff.get()) is not None:
+            batch, computing = next_batch
+            staged = await computing
             windowed = None
             try:
                 if self._windowing is not None:
@@ -142,6 +163,7 @@ class Staging:
                 self._buffer.release(chunk)
             self._released()
             if self._windowing is not None and windowed is not None:
+                batch, staged = batch.sent(), Outcome.of(staged)
                 await self._windowing.persist(windowed)
         except (DeliveryFailedError, StateError) as exc:
             self._failed(batch, staged, windowed, exc)

@@ -84,7 +84,6 @@ class Windowing:
         self._states: dict[TopicPartition, PartitionState] = {}
         self._unsaved = Unsaved(self._states, committed, save_every_s)
         self._saving = asyncio.Lock()
-        self._save_every_s = save_every_s
         self._saved_at = -math.inf
         self._store_lock = asyncio.Lock()
         #: Rows the changelog acknowledged that the local store has not taken yet, and the
@@ -181,7 +180,8 @@ class Windowing:
         # Queued before any await: a save meanwhile must see it not ready (the state has
         # its changes), or a snapshot for an earlier batch would persist them.
         batch = self._unsaved.applied(touched, len(outgoing))
-        self._update_gauges()
+        if batch.changes is not None:  # the gauges move as often as snapshots are taken
+            self._update_gauges()
         if outgoing:
             try:
                 batch.aggregates = await self._topics.send_aggregates(outgoing)
@@ -205,7 +205,7 @@ class Windowing:
                 raise
         batch.ready = True
         async with self._saving:
-            pause = self._saved_at + self._save_every_s - time.monotonic()
+            pause = self._saved_at + self._unsaved.every_s - time.monotonic()
             if pause > 0 and not batch.persisted.is_set():
                 await asyncio.sleep(pause)  # the batches acknowledged meanwhile join this save
             self._saved_at = time.monotonic()

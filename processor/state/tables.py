@@ -56,7 +56,7 @@ class Table:
     (numpy's insert and masks copy anyway); counts are added in place."""
 
     def columns(self) -> dict[str, npt.NDArray[Any]]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _column_names(type(self))}
 
     def rows(self, index: npt.NDArray[Any]) -> Self:
         """The rows a boolean mask or an index array picks, in its order (``np.take``: twice
@@ -92,6 +92,18 @@ class Table:
                 for name in self.columns()
             },
         )
+
+
+#: Each table class's column names: ``dataclasses.fields`` builds its answer on every call,
+#: and a state step asks thousands of times a second.
+_COLUMNS: dict[type[Table], tuple[str, ...]] = {}
+
+
+def _column_names(table: type[Table]) -> tuple[str, ...]:
+    names = _COLUMNS.get(table)
+    if names is None:
+        names = _COLUMNS[table] = tuple(f.name for f in fields(table))
+    return names
 
 
 def _insert(column: npt.NDArray[Any], at: I64, values: npt.NDArray[Any]) -> npt.NDArray[Any]:

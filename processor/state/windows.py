@@ -238,29 +238,31 @@ class PartitionWindows:
         applied offset, open windows, dedup keys), and the partition's row, serialized now."""
         spec = self._spec
         keys = self._sensors.keys
-        changed = np.unique(np.concatenate([keys[:0], *self._changed]))
+        changed, _ = unique_keys(np.concatenate([keys[:0], *self._changed]))
         self._changed = []
-        who = np.searchsorted(keys, changed)
-        windows = in_start_order(
-            {w: of_sensors(table, who) for w, table in self._windows.items()},
-            OpenWindows.empty(len(spec.fields)),
-        )
-        dedup = in_start_order(
-            {w: of_sensors(table, who) for w, table in self._dedup.items()}, DedupKeys.empty()
-        )
+        if changed.size == keys.size:  # every sensor (a busy partition): no rows to pick
+            sensors = self._sensors
+            windows = in_start_order(self._windows, OpenWindows.empty(len(spec.fields)))
+            dedup = in_start_order(self._dedup, DedupKeys.empty())
+        else:
+            who = np.searchsorted(keys, changed)
+            sensors = self._sensors.rows(who)
+            windows = in_start_order(
+                {w: of_sensors(table, who) for w, table in self._windows.items()},
+                OpenWindows.empty(len(spec.fields)),
+            )
+            dedup = in_start_order(
+                {w: of_sensors(table, who) for w, table in self._dedup.items()},
+                DedupKeys.empty(),
+            )
+            windows = replace(windows, sensor=np.searchsorted(who, windows.sensor))
+            dedup = replace(dedup, sensor=np.searchsorted(who, dedup.sensor))
         # Rows in start order, each start's by sensor (then event): a stable sort by sensor
         # makes them (sensor, start, event), merging sorted runs (timsort: near linear).
         windows = windows.rows(np.argsort(windows.sensor, kind="stable"))
         dedup = dedup.rows(np.argsort(dedup.sensor, kind="stable"))
-        sensors = pack_sensors(
-            SensorState(
-                keys[who],
-                self._sensors.applied[who],
-                self._sensors.hour[who],
-                self._sensors.hourly[who],
-                replace(windows, sensor=np.searchsorted(who, windows.sensor)),
-                replace(dedup, sensor=np.searchsorted(who, dedup.sensor)),
-            )
+        packed = pack_sensors(
+            SensorState(sensors.keys, sensors.applied, sensors.hour, sensors.hourly, windows, dedup)
         )
         partition = pack_partition(
             spec.length_ms,
@@ -269,7 +271,7 @@ class PartitionWindows:
             spec.dedup,
             PartitionState(self._max_event, dict(self._closed)),
         )
-        return ChangedRows(sensors, partition)
+        return ChangedRows(packed, partition)
 
     @classmethod
     def from_rows(cls, spec: WindowSpec, rows: Iterable[Row]) -> PartitionWindows:

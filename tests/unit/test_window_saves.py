@@ -94,7 +94,9 @@ async def test_a_batch_whose_aggregates_wait_to_be_sent_is_in_no_save(
     a watermark saved past minute 0 before its aggregates went out would drop those windows
     at a restore, and their aggregates with them."""
     # Snapshots come only when asked for: the first batch's, and when all are ready.
-    monkeypatch.setattr(saves, "time", SimpleNamespace(monotonic=lambda: 1000.0))
+    monkeypatch.setattr(
+        saves, "time", SimpleNamespace(monotonic=lambda: 1000.0, perf_counter=lambda: 0.0)
+    )
     topics = MemoryStateTopics(send_gate=asyncio.Event())
     tracker = OffsetTracker(0)
     spec = StateSpec(WindowSpec(60_000, 0, FIELDS, dedup=False), None, FIELDS)
@@ -125,3 +127,34 @@ async def test_a_batch_whose_aggregates_wait_to_be_sent_is_in_no_save(
     assert topics.writes[1] == [b"s1\x01", b"s2\x01", b""]
     assert len(topics.aggregates) == 2
     state.close()
+
+
+class _Clocks:
+    """``time`` for :mod:`processor.core.saves`: a monotonic clock the test moves, and a
+    performance counter that lets each snapshot take the time the test gives it."""
+
+    def __init__(self, *snapshot_s: float) -> None:
+        self.now = 0.0
+        self._readings = iter([at for took in snapshot_s for at in (0.0, took)])
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return next(self._readings)
+
+
+def test_a_slow_snapshot_spaces_out_the_next_by_ten_times_its_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clocks = _Clocks(0.05, 0.001)
+    monkeypatch.setattr(saves, "time", clocks)
+    unsaved = saves.Unsaved({}, {}, every_s=0.1)
+    assert unsaved.every_s == 0.1
+    assert unsaved.applied({}, 0).changes is not None  # the first is due at once
+    assert unsaved.every_s == pytest.approx(0.5)
+    clocks.now = 0.4
+    assert unsaved.applied({}, 0).changes is None  # past the interval asked for, not 10x
+    clocks.now = 0.5
+    assert unsaved.applied({}, 0).changes is not None
+    assert unsaved.every_s == 0.1  # a quick snapshot: the interval asked for again
