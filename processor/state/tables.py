@@ -272,7 +272,10 @@ def by_window(start: I64, mask: npt.NDArray[np.bool_] | None = None) -> list[tup
     rows = np.flatnonzero(mask) if mask is not None else np.arange(start.size)
     if not rows.size:
         return []
-    rows = rows[np.argsort(start[rows], kind="stable")]
+    picked = start[rows]
+    if picked.min() == picked.max():  # the usual batch: its readings in one window
+        return [(int(picked[0]), rows)]
+    rows = rows[np.argsort(picked, kind="stable")]
     windows, first = np.unique(start[rows], return_index=True)
     return list(zip(windows.tolist(), np.split(rows, first[1:]), strict=True))
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -187,14 +187,14 @@ class PartitionWindows:
         finite = np.isfinite(values)
         if flags is not None:
             suspect, failed = flags == SUSPECT, flags == FAILED
-            np.add.at(table.suspect, at, suspect.astype(np.int64))
-            np.add.at(table.failed, at, failed.astype(np.int64))
+            _at(np.add, table.suspect, at, suspect.astype(np.int64))
+            _at(np.add, table.failed, at, failed.astype(np.int64))
             finite &= ~(suspect | failed)
         np.add.at(table.count, at, 1)
-        np.add.at(table.field_count, at, finite.astype(np.int64))
-        np.add.at(table.total, at, np.where(finite, values, 0.0))
-        np.fmin.at(table.low, at, np.where(finite, values, np.nan))  # fmin skips NaN
-        np.fmax.at(table.high, at, np.where(finite, values, np.nan))
+        _at(np.add, table.field_count, at, finite.astype(np.int64))
+        _at(np.add, table.total, at, np.where(finite, values, 0.0))
+        _at(np.fmin, table.low, at, np.where(finite, values, np.nan))  # fmin skips NaN
+        _at(np.fmax, table.high, at, np.where(finite, values, np.nan))
         self._windows[window] = table
 
     def _close(self, offsets: I64, seen: I64) -> Aggregates:
@@ -324,6 +324,14 @@ class PartitionWindows:
         """The bytes of the state's arrays (the objects around them are a constant ~2 KB)."""
         sizes = self.sizes()
         return sizes.sensor_bytes + sizes.window_bytes + sizes.dedup_bytes
+
+
+def _at(ufunc: np.ufunc, columns: npt.NDArray[Any], at: I64, values: npt.NDArray[Any]) -> None:
+    """``ufunc.at(columns, at, values)`` on ``(rows, fields)`` columns, a field at a time:
+    the same operations in the same order, but numpy's fast path for one dimension is ~7x
+    quicker than its general one (numpy 2.4)."""
+    for field in range(columns.shape[1]):
+        ufunc.at(columns[:, field], at, values[:, field])
 
 
 def _late(spec: WindowSpec, closed: dict[int, int], start: I64, offsets: I64, seen: I64) -> Mask:
