@@ -2,9 +2,10 @@
 the partition (key :data:`PARTITION_KEY`), packed and unpacked for many sensors at once.
 
 A sensor's value holds all of its state, so whatever is persisted about it is consistent in
-itself (docs/state.md): a 20-byte header (applied offset, format, open windows, dedup keys),
-with hourly windows of NowCast pollutants its recent hourly means, then its windows' records,
-then its dedup keys' records, little-endian; window starts and event times in microseconds.
+itself (docs/state.md): a 24-byte header (applied offset, format, open windows, dedup keys,
+whether the keys are written as steps), with hourly windows of NowCast pollutants its recent
+hourly means, then its windows' records, then its dedup keys (:mod:`~processor.state.key_rows`:
+8 bytes a key), little-endian; window starts and event times in microseconds.
 Each kind of record is packed for all the batch's sensors by one structured array's
 ``tobytes``, and cut per sensor: the Python work is a few slices a sensor, none per window,
 key or field.
@@ -21,6 +22,7 @@ import numpy as np
 
 from processor.durations import format_ms
 from processor.errors import StateError
+from processor.state.key_rows import pack_keys, region_bytes, unpack_keys
 from processor.state.tables import (
     F64,
     I64,
@@ -36,16 +38,18 @@ PARTITION_KEY = b""
 Row = tuple[bytes, bytes]
 
 #: The rows' format, first in the partition's row and after the applied offset in a
-#: sensor's: -3, windows count the values quality control flagged and sensors keep hourly
-#: means (-2: event times in microseconds). Negative, where rows of the first builds (times in
-#: milliseconds, no format) had the window length or a count: theirs are refused, not misread.
-_FORMAT = -3
+#: sensor's: -4, dedup keys written as steps from the key before (-3: windows count the
+#: values quality control flagged and sensors keep hourly means; -2: event times in
+#: microseconds). Negative, where rows of the first builds (times in milliseconds, no format)
+#: had the window length or a count: theirs are refused, not misread.
+_FORMAT = -4
 _FORMAT_ERROR = (
     "the saved window state is not in this build's format (it was saved by an earlier "
     "build): start the state over (delete the changelog topic and PROCESSOR_STATE_DIR)"
 )
-_HEADER = np.dtype([("applied", "<i8"), ("format", "<i4"), ("windows", "<i4"), ("keys", "<i4")])
-_KEY = np.dtype([("event_us", "<i8"), ("offset", "<i8")])
+_HEADER = np.dtype(
+    [("applied", "<i8"), ("format", "<i4"), ("windows", "<i4"), ("keys", "<i4"), ("steps", "<i4")]
+)
 #: Format, length, lateness (ms, as configured), dedup, max event, closed windows; pairs.
 _PARTITION = np.dtype("<i8")
 _PARTITION_HEAD = 6
@@ -118,23 +122,21 @@ def pack_sensors(state: SensorState) -> list[Row]:
         recent["hour"], recent["hourly"] = state.hour, state.hourly
     n_windows = np.bincount(state.windows.sensor, minlength=n)
     n_keys = np.bincount(state.dedup.sensor, minlength=n)
+    compact, key_regions = pack_keys(n_keys, state.dedup.event_us, state.dedup.offset)
     header = np.empty(n, dtype=_HEADER)
     header["applied"], header["format"] = state.applied, _FORMAT
-    header["windows"], header["keys"] = n_windows, n_keys
+    header["windows"], header["keys"], header["steps"] = n_windows, n_keys, compact
     windows = np.empty(state.windows.sensor.size, dtype=window_dtype)
     for name in window_dtype.names or ():
         windows[name] = getattr(state.windows, name)
-    keys = np.empty(state.dedup.sensor.size, dtype=_KEY)
-    keys["event_us"], keys["offset"] = state.dedup.event_us, state.dedup.offset
     one = np.ones(n, dtype=np.int64)
-    headers, recents, window_ends, key_ends = (
+    headers, recents, window_ends = (
         _cut(header.tobytes(), one, _HEADER),
         _cut(recent.tobytes(), one, recent_dtype),
         _cut(windows.tobytes(), n_windows, window_dtype),
-        _cut(keys.tobytes(), n_keys, _KEY),
     )
     values = [
-        b"".join(parts) for parts in zip(headers, recents, window_ends, key_ends, strict=True)
+        b"".join(parts) for parts in zip(headers, recents, window_ends, key_regions, strict=True)
     ]
     return list(zip(state.keys.tolist(), values, strict=True))
 
@@ -155,8 +157,10 @@ def unpack_sensors(
         raise StateError(_FORMAT_ERROR)
     head = start + recent_dtype.itemsize
     n_windows, n_keys = header["windows"].astype(np.int64), header["keys"].astype(np.int64)
-    expected = head + n_windows * window_dtype.itemsize + n_keys * _KEY.itemsize
-    if (n_windows < 0).any() or (n_keys < 0).any() or (expected != size).any():
+    steps = header["steps"]
+    expected = head + n_windows * window_dtype.itemsize + region_bytes(n_keys, steps == 1)
+    malformed = (n_windows < 0) | (n_keys < 0) | ((steps != 0) & (steps != 1))
+    if malformed.any() or (expected != size).any():
         raise StateError(
             f"a sensor's saved window state does not hold {n_fields} fields and "
             f"{pollutants} NowCast pollutants"
@@ -166,8 +170,8 @@ def unpack_sensors(
         b"".join([value[head:at] for value, at in zip(values, split, strict=True)]),
         dtype=window_dtype,
     )
-    dedup = np.frombuffer(
-        b"".join([value[at:] for value, at in zip(values, split, strict=True)]), dtype=_KEY
+    event_us, offset = unpack_keys(
+        [value[at:] for value, at in zip(values, split, strict=True)], n_keys, steps == 1
     )
     sensor = np.arange(keys.size, dtype=np.int64)
     hour = np.full(keys.size, NO_HOUR, dtype=np.int64)
@@ -191,11 +195,7 @@ def unpack_sensors(
             windows["suspect"].astype(np.int64).reshape(-1, n_fields),
             windows["failed"].astype(np.int64).reshape(-1, n_fields),
         ),
-        DedupKeys(
-            np.repeat(sensor, n_keys),
-            dedup["event_us"].astype(np.int64),
-            dedup["offset"].astype(np.int64),
-        ),
+        DedupKeys(np.repeat(sensor, n_keys), event_us, offset),
     )
 
 

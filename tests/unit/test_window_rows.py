@@ -199,11 +199,13 @@ def test_a_sensor_row_packs_its_windows_and_keys_without_padding() -> None:
     state = PartitionWindows(spec)
     state.apply(readings([(i, "s1", T0 + i * MINUTE_US, (1.0, 1.0)) for i in range(3)]))
     (_, value), _ = state.take_changes().pairs()
-    header, window, key = 20, 16 + 6 * 8 * len(FIELDS), 16
-    assert len(value) == header + 3 * window + 3 * key
+    header, window, first_key, next_key = 24, 16 + 6 * 8 * len(FIELDS), 16, 8
+    assert len(value) == header + 3 * window + first_key + 2 * next_key
     assert np.frombuffer(value[:8], "<i8").tolist() == [2]
-    keys = np.frombuffer(value[-3 * key :], "<i8").reshape(3, 2)
-    assert keys.tolist() == [[T0 + i * MINUTE_US, i] for i in range(3)]  # µs, offset
+    keys = value[-(first_key + 2 * next_key) :]
+    assert np.frombuffer(keys[:first_key], "<i8").tolist() == [T0, 0]  # µs, offset
+    steps = np.frombuffer(keys[first_key:], np.dtype([("us", "<u4"), ("offset", "<i4")]))
+    assert steps.tolist() == [(MINUTE_US, 1), (MINUTE_US, 1)]  # from the key before
 
 
 def test_rows_of_earlier_builds_with_times_in_milliseconds_are_refused() -> None:
