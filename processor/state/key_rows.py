@@ -35,9 +35,11 @@ def region_bytes(n_keys: I64, compact: Mask) -> I64:
     return sizes
 
 
-def pack_keys(n_keys: I64, event_us: I64, offset: I64) -> tuple[Mask, list[bytes]]:
-    """Each sensor's keys as its row carries them, and whether they are written as steps
-    (``compact``); the keys are grouped by sensor (``n_keys`` each), in event order."""
+def pack_keys(n_keys: I64, event_us: I64, offset: I64) -> tuple[Mask, list[bytes], list[bytes]]:
+    """Each sensor's keys as its row carries them: whether they are written as steps
+    (``compact``), and the bytes of its keys written whole, then of its steps (its keys'
+    region is the one followed by the other); the keys are grouped by sensor (``n_keys``
+    each), in event order."""
     first = np.cumsum(n_keys) - n_keys  # each sensor's first key
     starts = np.zeros(event_us.size, dtype=bool)
     starts[first[n_keys > 0]] = True
@@ -57,15 +59,11 @@ def pack_keys(n_keys: I64, event_us: I64, offset: I64) -> tuple[Mask, list[bytes
     steps = np.empty(event_us.size - whole.size, dtype=STEP)
     steps["event_us"], steps["offset"] = event_step[~whole_rows], offset_step[~whole_rows]
     n_whole = np.where(compact, n_keys > 0, n_keys)
-    regions = [
-        head + rest
-        for head, rest in zip(
-            _cut(whole.tobytes(), n_whole * WHOLE.itemsize),
-            _cut(steps.tobytes(), (n_keys - n_whole) * STEP.itemsize),
-            strict=True,
-        )
-    ]
-    return compact, regions
+    return (
+        compact,
+        _cut(whole.tobytes(), n_whole * WHOLE.itemsize),
+        _cut(steps.tobytes(), (n_keys - n_whole) * STEP.itemsize),
+    )
 
 
 def unpack_keys(regions: list[bytes], n_keys: I64, compact: Mask) -> tuple[I64, I64]:

@@ -122,7 +122,7 @@ def pack_sensors(state: SensorState) -> list[Row]:
         recent["hour"], recent["hourly"] = state.hour, state.hourly
     n_windows = np.bincount(state.windows.sensor, minlength=n)
     n_keys = np.bincount(state.dedup.sensor, minlength=n)
-    compact, key_regions = pack_keys(n_keys, state.dedup.event_us, state.dedup.offset)
+    compact, whole_keys, key_steps = pack_keys(n_keys, state.dedup.event_us, state.dedup.offset)
     header = np.empty(n, dtype=_HEADER)
     header["applied"], header["format"] = state.applied, _FORMAT
     header["windows"], header["keys"], header["steps"] = n_windows, n_keys, compact
@@ -136,7 +136,8 @@ def pack_sensors(state: SensorState) -> list[Row]:
         _cut(windows.tobytes(), n_windows, window_dtype),
     )
     values = [
-        b"".join(parts) for parts in zip(headers, recents, window_ends, key_regions, strict=True)
+        b"".join(parts)
+        for parts in zip(headers, recents, window_ends, whole_keys, key_steps, strict=True)
     ]
     return list(zip(state.keys.tolist(), values, strict=True))
 

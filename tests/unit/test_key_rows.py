@@ -35,7 +35,8 @@ def _columns(sensors: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarr
 @given(sensor_keys)
 def test_keys_unpack_as_they_were_packed(sensors: list[list[tuple[int, int]]]) -> None:
     n_keys, event, offset = _columns(sensors)
-    compact, regions = pack_keys(n_keys, event, offset)
+    compact, whole, steps = pack_keys(n_keys, event, offset)
+    regions = [head + rest for head, rest in zip(whole, steps, strict=True)]
     assert [len(region) for region in regions] == region_bytes(n_keys, compact).tolist()
     got_event, got_offset = unpack_keys(regions, n_keys, compact)
     assert got_event.tolist() == event.tolist()
@@ -47,7 +48,8 @@ def test_close_keys_take_8_bytes_and_a_gap_too_wide_writes_that_sensor_whole() -
     n_keys = np.array([3, 2, 0], dtype=np.int64)
     event = np.array([T0_US, T0_US + 60_000_000, T0_US + 120_000_000, T0_US, T0_US + hour_and_more])
     offset = np.array([7, 3, 900, 8, 9])  # steps may go back: records out of event order
-    compact, regions = pack_keys(n_keys, event, offset)
+    compact, whole, steps = pack_keys(n_keys, event, offset)
+    regions = [head + rest for head, rest in zip(whole, steps, strict=True)]
     assert compact.tolist() == [True, False, True]
     assert [len(r) for r in regions] == [WHOLE.itemsize + 2 * STEP.itemsize, 2 * WHOLE.itemsize, 0]
     assert np.frombuffer(regions[0][WHOLE.itemsize :], STEP).tolist() == [
