@@ -194,6 +194,20 @@ def test_readings_match_the_oracle(
     assert_readings(stage.run(job(values)), values, valid, FIELDS)
 
 
+@settings(max_examples=40, deadline=None)
+@given(batches_of_readings())
+def test_reading_the_fields_leaves_the_points_as_they_are(
+    stage: StageThenFrame, batch: tuple[list[bytes | None], list[int]]
+) -> None:
+    """The fields are read in the codec's own pass when they are numbers; a reading whose
+    fields are not (text, true, a huge integer) is still published from its own bytes."""
+    values, _ = batch
+    values += mixed()[0]
+    plain, measured = stage.run(job(values, None)), stage.run(job(values))
+    assert messages(measured.points) == messages(plain.points)
+    assert messages(measured.letters) == messages(plain.letters)
+
+
 def test_the_dedup_key_is_the_instant_to_the_microsecond_not_its_spelling(
     stage: StageThenFrame,
 ) -> None:
