@@ -107,7 +107,7 @@ class SpatialStage:
         """Points (key = sensor_id, input order) and dead letters of ``batch``, as columns;
         with ``fields`` (windows on), also the points' event times and those fields' values,
         read before the points are made (making them adds keys to a decoded document)."""
-        columns, rejections = decode_batch(batch.values, self._max_bytes, fields or ())
+        columns, rejections = decode_batch(batch.values, self._max_bytes)
         projection = self._reprojector.project(columns.x, columns.y, columns.source_crs)
         failures = {r.index: (r.code, r.message) for r in rejections}
         for row, code, message in projection.codes:
@@ -123,9 +123,7 @@ class SpatialStage:
         documents = [columns.documents[row] for row in accepted]
         output = Computed()
         if fields is not None:
-            read = columns.measured
-            known = None if read is None else [read[row] for row in accepted]
-            output.measures = measures(documents, fields, known)
+            output.measures = measures(documents, fields)
         if columns.source_crs is not None:
             _add_wgs84(columns.documents, columns.source_crs, projection)
         output.rows = rows = [columns.index[row] for row in accepted]

@@ -6,14 +6,11 @@ view); only a record that fails it is classified field by field to find the prec
 
 from __future__ import annotations
 
-import functools
 import math
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, NamedTuple, Protocol, cast
+from typing import Annotated, Any, NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -146,10 +143,6 @@ class Columns:
     x: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     y: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     source_crs: list[str | None] | None = None
-    #: With fields asked for (windows on): per row, ``(timestamp, field values...)`` as
-    #: :func:`processor.messages.measures.measures` reads them, when the decode read them
-    #: already (a plain reading whose fields are numbers or missing), else None.
-    measured: list[tuple[Any, ...] | None] | None = None
 
 
 _decoder = msgspec.json.Decoder()
@@ -157,47 +150,8 @@ _plain_decoder = msgspec.json.Decoder(_PlainReading)
 _timestamp_decoder = msgspec.json.Decoder(_Timestamp)
 
 
-@dataclass(frozen=True, slots=True)
-class _MeasuredPlain:
-    """The plain reading's decoder that also reads ``fields`` as ``float | None`` (attributes
-    f0, f1...: a field's name need not be a Python name), and how to take them out."""
-
-    decode: Callable[[bytes], _PlainReading]
-    row: Callable[[_PlainReading], tuple[Any, ...]]  # (timestamp, field values...)
-
-
-@functools.cache
-def _measured_plain(fields: tuple[str, ...]) -> _MeasuredPlain | None:
-    """None when a field is one of the plain reading's own names (then read apart)."""
-    if set(fields) & set(_PlainReading.__struct_fields__):
-        return None
-    names = [f"f{i}" for i in range(len(fields))]
-    measured = msgspec.defstruct(
-        "_MeasuredPlainReading",
-        [(name, float | None, None) for name in names],
-        bases=(_PlainReading,),
-        rename=dict(zip(names, fields, strict=True)),
-    )
-    decode_measured = msgspec.json.Decoder(measured).decode
-    decode_plain = _plain_decoder.decode
-
-    def decode(raw: bytes) -> _PlainReading:
-        """The reading with its fields; one whose fields are not all numbers or missing
-        (text, ``true``): the plain reading alone."""
-        try:
-            return cast(_PlainReading, decode_measured(raw))
-        except msgspec.ValidationError:
-            return decode_plain(raw)
-
-    return _MeasuredPlain(decode, operator.attrgetter("timestamp", *names))
-
-
-def decode_batch(
-    values: list[bytes | None], max_bytes: int, fields: tuple[str, ...] = ()
-) -> tuple[Columns, list[Rejection]]:
+def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, list[Rejection]]:
     """Decode and type-check a batch; timestamps are normalised to UTC in the documents.
-    With ``fields``, a plain reading's fields are read in the same pass (``measured``): a
-    second decode of every reading for the windows cost as much as the first.
 
     The loop is the stage's hottest code: plain readings are taken inline, with the bound
     methods in locals; everything else goes through :func:`_decode_other`.
@@ -208,13 +162,7 @@ def decode_batch(
     ys: list[float] = []
     crs_of: dict[int, str] = {}  # row -> source CRS, for the few records that name one
     index, documents, sensor_ids = columns.index, columns.documents, columns.sensor_ids
-    decode_timestamp = _timestamp_decoder.decode
-    decode_plain: Callable[[bytes], _PlainReading] = _plain_decoder.decode
-    measuring = _measured_plain(fields) if fields else None
-    measured: list[tuple[Any, ...] | None] = []
-    if measuring is not None:
-        decode_plain = measuring.decode
-        columns.measured = measured
+    decode_plain, decode_timestamp = _plain_decoder.decode, _timestamp_decoder.decode
     for i, raw in enumerate(values):
         if raw is None or len(raw) > max_bytes:
             rejections.append(Rejection(i, *_too_large(raw, max_bytes)))
@@ -228,8 +176,6 @@ def decode_batch(
                 sensor_ids.append(plain.sensor_id)
                 xs.append(plain.longitude)
                 ys.append(plain.latitude)
-                if measuring is not None:  # a field that is not a number: read apart
-                    measured.append(None if type(plain) is _PlainReading else measuring.row(plain))
                 continue
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             pass
@@ -245,8 +191,6 @@ def decode_batch(
         sensor_ids.append(sensor_id)
         xs.append(x)
         ys.append(y)
-        if measuring is not None:
-            measured.append(None)
     columns.x = np.array(xs, dtype=np.float64)
     columns.y = np.array(ys, dtype=np.float64)
     if crs_of:

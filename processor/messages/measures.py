@@ -2,11 +2,9 @@
 time in epoch microseconds and the configured fields as numbers (NaN where a field is
 missing or is not a finite number: the rules count such a value nowhere).
 
-Only runs with windows on. A record published by appending to its bytes has its fields read
-by the codec's own decode, as numbers (:func:`processor.messages.codec.decode_batch` with
-fields); else it is decoded once more, into a view of just the timestamp and the fields as
-numbers (msgspec, at C speed); one whose fields are not all numbers (text, ``true``,
-``1e400``) takes a slower view of any JSON value.
+Only runs with windows on. A record published by appending to its bytes is decoded once more,
+into a view of just the timestamp and the fields as numbers (msgspec, at C speed); one whose
+fields are not all numbers (text, ``true``, ``1e400``) takes a slower view of any JSON value.
 A record the codec decoded into a dict already has them. Timestamps become microseconds in
 one numpy call per batch.
 
@@ -71,23 +69,14 @@ def _views(fields: tuple[str, ...]) -> _Views:
     )
 
 
-def measures(
-    documents: Sequence[dict[str, Any] | bytes],
-    fields: tuple[str, ...],
-    read: Sequence[tuple[Any, ...] | None] | None = None,
-) -> Measures:
+def measures(documents: Sequence[dict[str, Any] | bytes], fields: tuple[str, ...]) -> Measures:
     """The event times and ``fields`` of validated readings (their documents as the codec
-    left them: original bytes with a UTC ``Z`` timestamp, or a dict with a UTC datetime);
-    ``read``: by document, its ``(timestamp, fields...)`` if the codec read them already
-    (``Columns.measured``), as the numbers view would."""
+    left them: original bytes with a UTC ``Z`` timestamp, or a dict with a UTC datetime)."""
     views = _views(fields)
     numbers, row = views.numbers.decode, views.row
     rows: list[tuple[Any, ...]] = []
     odd: list[int] = []  # rows whose fields need a look one by one
     for i, document in enumerate(documents):
-        if read is not None and (known := read[i]) is not None:
-            rows.append(known)
-            continue
         if isinstance(document, bytes):
             try:
                 rows.append(row(numbers(document)))
