@@ -8,10 +8,10 @@ batches of 5,000 records, a batch every 50 ms (the scenario's pace, which sets h
 batches a snapshot covers), persisted as their outputs would be acknowledged, up to 4 in
 flight. CPU is this process's, over the batches only (not the waits).
 
-Measured on the 2-core dev machine, in alternating runs of the same input: 5.0 µs a record
-and 1,881 bytes a sensor row (42 MB of changelog for 200,000 readings) before the rows' dedup
-keys became steps and snapshots waited ten times their own time; 3.2 µs and 1,066 bytes
-(24 MB) after.
+Measured on the 2-core dev machine, two runs each, one after the other: 4.15-4.18 µs a
+record and 1,882-1,909 bytes a sensor row (46 MB of changelog for 200,000 readings) before
+the rows' dedup keys became steps and snapshots waited ten times their own time; 3.27-3.60
+µs and 1,068-1,073 bytes (24 MB) after.
 """
 
 from __future__ import annotations
