@@ -61,8 +61,8 @@ def pack_keys(n_keys: I64, event_us: I64, offset: I64) -> tuple[Mask, list[bytes
     n_whole = np.where(compact, n_keys > 0, n_keys)
     return (
         compact,
-        _cut(whole.tobytes(), n_whole * WHOLE.itemsize),
-        _cut(steps.tobytes(), (n_keys - n_whole) * STEP.itemsize),
+        cut(whole.tobytes(), n_whole * WHOLE.itemsize),
+        cut(steps.tobytes(), (n_keys - n_whole) * STEP.itemsize),
     )
 
 
@@ -103,7 +103,8 @@ def _runs(start: I64, count: I64) -> I64:
     return runs
 
 
-def _cut(blob: bytes, sizes: I64) -> list[bytes]:
-    """``blob`` cut into consecutive pieces of ``sizes`` bytes."""
+def cut(blob: bytes, sizes: I64) -> list[bytes]:
+    """``blob`` cut into consecutive pieces of ``sizes`` bytes (a row's parts, for many
+    sensors at once)."""
     end = np.cumsum(sizes)
     return [blob[lo:hi] for lo, hi in zip((end - sizes).tolist(), end.tolist(), strict=True)]

@@ -22,7 +22,7 @@ import numpy as np
 
 from processor.durations import format_ms
 from processor.errors import StateError
-from processor.state.key_rows import pack_keys, region_bytes, unpack_keys
+from processor.state.key_rows import cut, pack_keys, region_bytes, unpack_keys
 from processor.state.tables import (
     F64,
     I64,
@@ -131,9 +131,9 @@ def pack_sensors(state: SensorState) -> list[Row]:
         windows[name] = getattr(state.windows, name)
     one = np.ones(n, dtype=np.int64)
     headers, recents, window_ends = (
-        _cut(header.tobytes(), one, _HEADER),
-        _cut(recent.tobytes(), one, recent_dtype),
-        _cut(windows.tobytes(), n_windows, window_dtype),
+        cut(header.tobytes(), one * _HEADER.itemsize),
+        cut(recent.tobytes(), one * recent_dtype.itemsize),
+        cut(windows.tobytes(), n_windows * window_dtype.itemsize),
     )
     values = [
         b"".join(parts)
@@ -257,12 +257,3 @@ def latest(rows: Iterable[Row]) -> tuple[bytes | None, Keys, list[bytes]]:
     order = np.argsort(keys, kind="stable")
     values = list(last.values())
     return partition, keys[order], [values[i] for i in order.tolist()]
-
-
-def _cut(blob: bytes, count: I64, dtype: np.dtype[np.void]) -> list[bytes]:
-    """``blob`` (records of ``dtype``, grouped) cut into each group's ``count`` records."""
-    end = np.cumsum(count) * dtype.itemsize
-    return [
-        blob[lo:hi]
-        for lo, hi in zip((end - count * dtype.itemsize).tolist(), end.tolist(), strict=True)
-    ]
