@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from processor.state.tables import I64
+from processor.state.tables import I64, runs
 
 WHOLE = np.dtype([("event_us", "<i8"), ("offset", "<i8")])
 STEP = np.dtype([("event_us", "<u4"), ("offset", "<i4")])
@@ -80,8 +80,8 @@ def unpack_keys(regions: list[bytes], n_keys: I64, compact: Mask) -> tuple[I64, 
     # Where each sensor's written-whole keys and steps go among its keys: the whole ones
     # first (a compact sensor has one), the steps after them.
     first = np.cumsum(n_keys) - n_keys
-    whole_at = _runs(first, n_whole)
-    step_at = _runs(first + n_whole, n_keys - n_whole)
+    whole_at = runs(first, n_whole)
+    step_at = runs(first + n_whole, n_keys - n_whole)
     total = int(n_keys.sum())
     event_us, offset = np.zeros(total, dtype=np.int64), np.zeros(total, dtype=np.int64)
     event_us[step_at], offset[step_at] = steps["event_us"], steps["offset"]
@@ -94,13 +94,6 @@ def unpack_keys(regions: list[bytes], n_keys: I64, compact: Mask) -> tuple[I64, 
     event_us = event_us[base] + event_sum - event_sum[base]
     offset = offset[base] + offset_sum - offset_sum[base]
     return event_us, offset
-
-
-def _runs(start: I64, count: I64) -> I64:
-    """The indices ``start[i], start[i] + 1, ..., start[i] + count[i] - 1`` for every ``i``."""
-    before = np.cumsum(count) - count
-    runs: I64 = np.repeat(start - before, count) + np.arange(int(count.sum()), dtype=np.int64)
-    return runs
 
 
 def cut(blob: bytes, sizes: I64) -> list[bytes]:

@@ -289,7 +289,12 @@ def of_sensors(table: TableT, who: I64) -> TableT:
     """The rows of the sensors ``who`` (sorted) in a table sorted by sensor row."""
     sensor = table.columns()["sensor"]
     lo = np.searchsorted(sensor, who, "left")
-    size = np.searchsorted(sensor, who, "right") - lo
-    first = np.cumsum(size) - size
-    rows = np.repeat(lo - first, size) + np.arange(int(size.sum()), dtype=np.int64)
-    return table.rows(rows)
+    return table.rows(runs(lo, np.searchsorted(sensor, who, "right") - lo))
+
+
+def runs(start: I64, count: I64) -> I64:
+    """The indices ``start[i], start[i] + 1, ..., start[i] + count[i] - 1`` for every ``i``,
+    in one array."""
+    before = np.cumsum(count) - count
+    indices: I64 = np.repeat(start - before, count) + np.arange(int(count.sum()), dtype=np.int64)
+    return indices
