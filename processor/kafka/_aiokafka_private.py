@@ -11,8 +11,10 @@ Python step per record on the event loop's thread:
   code untouched. Public fallback: ``getmany``'s own ``ConsumerRecord`` objects.
 - **produce**: the stage worker frames finished v2 record batches with aiokafka's C builder
   (``DefaultRecordBatchBuilder``), and ``send_batch`` takes each as a :class:`PrebuiltBatch`,
-  which imitates ``BatchBuilder``'s private ``_build``/``_set_producer_state``. Public
-  fallback: ``create_batch()``, ``append()`` per record, ``send_batch()``.
+  which imitates ``BatchBuilder``'s private ``_build``/``_set_producer_state``; the state
+  reads points back from such batches with the C reader (``DefaultRecordBatch``) when it
+  revises them. Public fallback: ``create_batch()``, ``append()`` per record,
+  ``send_batch()``.
 - **probe**: ``client.force_metadata_update()`` through the consumer's private client asks
   for the subscribed topics only. Public fallback: ``topics()`` (every topic's metadata).
 
@@ -49,7 +51,7 @@ try:  # internals: if they moved, the checks fail and name what is missing
     from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
     from aiokafka.consumer.subscription_state import SubscriptionState
     from aiokafka.producer.message_accumulator import BatchBuilder, MessageBatch
-    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
     from aiokafka.record.memory_records import MemoryRecords
     from aiokafka.record.util import calc_crc32c
 except ImportError as exc:  # pragma: no cover - a reshaped aiokafka
@@ -309,6 +311,12 @@ def record_batch_builder(max_bytes: int, codec: int) -> Any:
     return DefaultRecordBatchBuilder(2, codec, 0, -1, -1, 0, max_bytes)
 
 
+def record_batch_values(data: bytes) -> list[bytes]:
+    """The record values of a v2 record batch :func:`record_batch_builder` built, in order
+    (aiokafka's C reader: ~0.15 us a record)."""
+    return [record.value for record in DefaultRecordBatch(data)]
+
+
 class PrebuiltBatch:
     """A finished record batch in the shape ``AIOKafkaProducer.send_batch`` takes.
 
@@ -366,9 +374,12 @@ def _check_produce() -> str | None:
         for batch in (reference, prebuilt):
             batch._set_producer_state(4_242, 7, 1_000)
         same = prebuilt._build() == bytes(reference._build())
+        read = record_batch_values(prebuilt._build()) == [b"v" * offset for offset in range(3)]
     except Exception as exc:  # any reshaping of the internals
         return f"the record batch builder's internals ({_cause(exc)})"
-    return None if same else "the record batch builder's internals (prebuilt bytes differ)"
+    if not same:
+        return "the record batch builder's internals (prebuilt bytes differ)"
+    return None if read else "the record batch reader's internals (values differ)"
 
 
 # probe ------------------------------------------------------------------------------------

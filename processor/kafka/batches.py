@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from processor.kafka._aiokafka_private import record_batch_builder
+from processor.kafka._aiokafka_private import record_batch_builder, record_batch_values
 from processor.messages.codec import Headers
 from processor.messages.jobs import BatchSpec, EncodedBatch, ProduceBatch, RecordRun
 
@@ -89,3 +89,15 @@ def encode_batches(
             count += 1
         done.append(EncodedBatch(partition, bytes(builder.build()), count))
     return done
+
+
+def produced_values(batches: Sequence[ProduceBatch]) -> dict[int, list[bytes]]:
+    """Each partition's record values in ``batches`` (of :func:`encode_batches`), in order."""
+    values: dict[int, list[bytes]] = {}
+    for batch in batches:
+        if isinstance(batch, EncodedBatch):
+            found = record_batch_values(batch.data)
+        else:
+            found = [value for _, value, _ in batch.rows]
+        values.setdefault(batch.partition, []).extend(found)
+    return values

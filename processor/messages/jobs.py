@@ -76,8 +76,7 @@ class Job:
     ``keys`` and ``headers`` (only rows that have any) are the input records' own: a dead
     letter keeps them. ``stamps[row]``, when given, are the headers of that row's output.
     ``state_fields`` (windows or QC on: the reading fields the state reads) asks for the
-    points' readings (:attr:`Framed.readings`); ``keep_points`` (dedup or QC: the state may
-    revise the points) for what framing them again takes (:attr:`Framed.outputs`).
+    points' readings (:attr:`Framed.readings`), which revising the points also takes.
     """
 
     points: BatchSpec  # of the output topic
@@ -87,7 +86,6 @@ class Job:
     keys: list[bytes | None] = field(default_factory=list)
     headers: dict[int, Headers] = field(default_factory=dict)
     state_fields: tuple[str, ...] | None = None
-    keep_points: bool = False
 
     def extend(self, topic: str, partition: int, records: Sequence[RecordLike]) -> None:
         """Add a run of records of one partition."""
@@ -119,7 +117,7 @@ class PointReadings:
 class PointOutputs:
     """A job's points as records, by point in input row order, so that they can be framed
     again revised: QC's endings in place of the stage's, without some rows (dedup drops
-    duplicates after the worker framed them)."""
+    duplicates after the worker framed them). Made on the event loop, never pickled."""
 
     rows: list[int]
     keys: list[bytes]
@@ -135,10 +133,10 @@ class Framed:
     published: int = 0
     codes: Counter[str] = field(default_factory=Counter)  # dead letters by error code
     readings: PointReadings | None = None  # when the job had state_fields
-    outputs: PointOutputs | None = None  # when the job had keep_points
-    #: The job itself, when it had keep_points: set in the process that sent it, after it
-    #: came back (never pickled either way), so that points can be dead-lettered from their
-    #: input.
+    outputs: PointOutputs | None = None  # the points a revision left
+    #: The job itself, when the stage keeps it for revising: set in the process that sent
+    #: it, after it came back (never pickled either way), so that points can be dead-lettered
+    #: from their input.
     job: Job | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -29,8 +29,8 @@ _REASONS = {
 
 class RunnerStage:
     """The stage where ``runner`` runs it. ``state_fields`` (windows or QC on: the fields the
-    state reads) asks for the points' readings; ``keep_points`` keeps what revising the
-    points after the fact takes (QC's endings, duplicates to the dead letters);
+    state reads) asks for the points' readings; ``keep_points`` keeps the job, which revising
+    the points after the fact takes too (QC's endings, duplicates to the dead letters);
     ``max_payload_bytes`` is the stage's, for those dead letters."""
 
     def __init__(
@@ -62,7 +62,7 @@ class RunnerStage:
         framing: tuple[BatchSpec, BatchSpec],
     ) -> Framed:
         """``framing``: how to frame the points and the dead letters."""
-        job = Job(*framing, stamps, state_fields=self._state_fields, keep_points=self._keep_points)
+        job = Job(*framing, stamps, state_fields=self._state_fields)
         for tp, run in runs:
             job.extend(tp.topic, tp.partition, run)
         framed = await self.runner.compute(job)

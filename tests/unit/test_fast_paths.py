@@ -67,6 +67,17 @@ async def test_a_prebuilt_batch_that_differs_from_aiokafkas_turns_the_produce_pa
     assert "fast paths on: fetch, probe" in caplog.text
 
 
+async def test_a_reader_that_reads_other_values_turns_the_produce_path_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The state reads its points back from prebuilt batches: a reader that does not give
+    the values the builder was given must not be trusted with them."""
+    monkeypatch.setattr(private, "DefaultRecordBatch", lambda data: [])
+    paths = private.fast_paths()
+    assert (paths.fetch, paths.produce, paths.probe) == (True, False, True)
+    assert paths.missing == ("the record batch reader's internals (values differ)",)
+
+
 async def test_bare_records_that_differ_from_aiokafkas_turn_the_fetch_path_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

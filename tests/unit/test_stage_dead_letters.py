@@ -23,7 +23,14 @@ from processor.geo.stage import SpatialStage
 from processor.kafka import batches
 from processor.messages.codec import DeadLetterCode, Headers
 from processor.messages.encode import ERROR_HEADER
-from processor.messages.jobs import BatchSpec, Framed, Job, PointReadings, ProduceBatch
+from processor.messages.jobs import (
+    BatchSpec,
+    Framed,
+    Job,
+    PointOutputs,
+    PointReadings,
+    ProduceBatch,
+)
 from processor.tools.synthetic import readings
 from processor.wiring import kafka_processor
 from processor.workers.framing import Framer, StageThenFrame
@@ -105,10 +112,15 @@ async def computed(stage: RunnerStage, prebuilt: bool = True) -> tuple[Framed, l
     return framed, records
 
 
+def points(framed: Framed) -> PointOutputs:
+    """The points of a batch the stage kept the job of, as the revision reads them back."""
+    assert framed.job is not None
+    return Framer().points(framed.job, framed)
+
+
 def some_points(framed: Framed) -> list[int]:
     """The first and last points' rows and every seventh between: in both runs."""
-    assert framed.outputs is not None
-    rows = framed.outputs.rows
+    rows = points(framed).rows
     return sorted({rows[0], rows[-1], *rows[::7]})
 
 
@@ -130,18 +142,15 @@ async def test_the_points_left_are_the_batch_framed_without_those_inputs(
     assert len(by_partition(dead.points)) == 3
     assert dead.points == alone.points  # the same bytes, batch for batch
     assert dead.outputs is not None
-    assert alone.outputs is not None
-    assert (dead.outputs.keys, dead.outputs.values) == (alone.outputs.keys, alone.outputs.values)
+    assert (dead.outputs.keys, dead.outputs.values) == (points(alone).keys, points(alone).values)
     assert dead.published == alone.published == framed.published - len(rows)
 
 
 async def test_the_points_left_keep_their_order_in_every_partition(stage: RunnerStage) -> None:
     framed, _ = await computed(stage)
     rows = some_points(framed)
-    assert framed.outputs is not None
-    dropped = {
-        v for r, v in zip(framed.outputs.rows, framed.outputs.values, strict=True) if r in rows
-    }
+    read = points(framed)
+    dropped = {v for r, v in zip(read.rows, read.values, strict=True) if r in rows}
     dead = stage.revise(framed, None, rows, DUPLICATE)
     expected = {
         partition: [point for point in points if point[1] not in dropped]
@@ -194,15 +203,13 @@ async def test_no_rows_leave_the_batch_as_it_was(stage: RunnerStage) -> None:
 
 async def test_a_second_call_sends_more_and_keeps_the_first(stage: RunnerStage) -> None:
     framed, _ = await computed(stage)
-    assert framed.outputs is not None
-    first, second = framed.outputs.rows[:2], framed.outputs.rows[5:8]
+    read = points(framed)
+    first, second = read.rows[:2], read.rows[5:8]
     once = stage.revise(framed, None, first, DUPLICATE)
     twice = stage.revise(once, None, second, DUPLICATE)
     assert twice.published == framed.published - 5 == len(messages(twice.points))
     assert twice.codes[DUPLICATE] == 5
-    gone = {
-        v for r, v in zip(framed.outputs.rows, framed.outputs.values, strict=True) if r in first
-    }
+    gone = {v for r, v in zip(read.rows, read.values, strict=True) if r in first}
     assert not gone & {value for _, value, _ in messages(twice.points)}
     with pytest.raises(ValueError, match="only a job's points"):
         stage.revise(twice, None, first, DUPLICATE)  # no longer points
@@ -210,14 +217,14 @@ async def test_a_second_call_sends_more_and_keeps_the_first(stage: RunnerStage) 
 
 async def test_what_cannot_be_a_duplicate_is_refused(stage: RunnerStage) -> None:
     framed, records = await computed(stage)
-    assert framed.outputs is not None
-    letter_row = next(row for row in range(len(records)) if row not in framed.outputs.rows)
+    rows = points(framed).rows
+    letter_row = next(row for row in range(len(records)) if row not in rows)
     with pytest.raises(ValueError, match="only a job's points"):
-        stage.revise(framed, None, [framed.outputs.rows[0], letter_row], DUPLICATE)
+        stage.revise(framed, None, [rows[0], letter_row], DUPLICATE)
     with pytest.raises(ValueError, match="come from the stage"):
-        stage.revise(framed, None, [framed.outputs.rows[0]], "invalid_json")
+        stage.revise(framed, None, [rows[0]], "invalid_json")
     with pytest.raises(ValueError, match="not a valid DeadLetterCode"):
-        stage.revise(framed, None, [framed.outputs.rows[0]], "late")
+        stage.revise(framed, None, [rows[0]], "late")
     with pytest.raises(ValueError, match="with keep_points"):
         stage.revise(Framed(), None, [0], DUPLICATE)
 
@@ -239,7 +246,8 @@ async def test_a_point_of_the_maximum_size_is_cut_in_its_dead_letter_as_the_stag
     padding = size - len(reading(note=""))
     value = reading(note="x" * padding)
     assert len(value) == size
-    stage = RunnerStage(ThreadRunner(Settings(max_payload_bytes=size)), size, keep_points=True)
+    settings = Settings(max_payload_bytes=size)
+    stage = RunnerStage(ThreadRunner(settings), size, state_fields=FIELDS, keep_points=True)
     await stage.start()
     try:
         tp = TopicPartition("in", 0)
@@ -272,8 +280,8 @@ async def test_the_wiring_asks_for_readings_and_dedup_only_with_windows() -> Non
             framed = await stage.compute(runs, flat(runs), stamps, framing())
         finally:
             await stage.close()
-        assert (framed.readings is not None, framed.outputs is not None) == (windows, dedup)
-        assert (framed.job is not None) == dedup
+        assert (framed.readings is not None, framed.job is not None) == (windows, dedup)
+        assert framed.outputs is None  # the worker does not send its points twice
         if windows:
             assert framed.readings is not None
             assert framed.readings.values.shape[1] == len(chosen.aggregate_fields)
@@ -285,7 +293,7 @@ WORK_STAGE = StageThenFrame(SpatialStage.from_settings(Settings()))
 
 
 def job(values: Sequence[bytes | None], prebuilt: bool) -> Job:
-    work = Job(*framing(prebuilt), keep_points=True)
+    work = Job(*framing(prebuilt), state_fields=FIELDS)
     work.extend("in", 4, [record(v, 100 + i, key=b"k%d" % i) for i, v in enumerate(values)])
     return work
 
@@ -296,13 +304,13 @@ def test_any_points_go_and_the_rest_keep_their_place(data: st.DataObject) -> Non
     values = [value for _, value, _ in readings(300, sensors=40, invalid_ratio=0.1)]
     work = job(values, prebuilt=data.draw(st.booleans()))
     framed = WORK_STAGE.run(work)
-    assert framed.outputs is not None
-    rows = framed.outputs.rows
+    read = Framer().points(work, framed)
+    rows = read.rows
     drop = set(data.draw(st.lists(st.sampled_from(rows))))
     dead = Framer().revise(
         work, framed, None, drop, code=DeadLetterCode.DUPLICATE, message="m", max_bytes=MAX_BYTES
     )
-    dropped = {value for row, value in zip(rows, framed.outputs.values, strict=True) if row in drop}
+    dropped = {value for row, value in zip(rows, read.values, strict=True) if row in drop}
     expected = {
         partition: [m for m in points if m[1] not in dropped]
         for partition, points in by_partition(framed.points).items()
@@ -314,10 +322,10 @@ def test_any_points_go_and_the_rest_keep_their_place(data: st.DataObject) -> Non
     assert sorted(letters[len(messages(framed.letters)) :]) == sorted(100 + row for row in drop)
 
 
-def test_the_framer_needs_the_points_kept() -> None:
+def test_the_framer_needs_the_readings() -> None:
     work = job([reading()], prebuilt=True)
-    work.keep_points = False
-    with pytest.raises(ValueError, match="without its points"):
+    work.state_fields = None
+    with pytest.raises(ValueError, match="without readings"):
         Framer().revise(
             work,
             WORK_STAGE.run(work),
@@ -358,9 +366,7 @@ async def test_the_counting_stage_moves_counts_and_gives_the_readings_it_is_give
 
 def test_qc_endings_replace_the_stages_and_count_no_dead_letter() -> None:
     work = job([reading(), reading()], prebuilt=False)
-    work.keep_points = True
     framed = WORK_STAGE.run(work)
-    assert framed.outputs is not None
     endings = [b',"qc":{"pm25":{"flag":%d,"failed":[]}},"qc_flag":%d}' % (f, f) for f in (1, 3)]
     revised = Framer().revise(
         work, framed, endings, [], code=DeadLetterCode.DUPLICATE, message="m", max_bytes=MAX_BYTES

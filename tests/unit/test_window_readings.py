@@ -1,7 +1,7 @@
 """The worker side of windows: the points' readings for the window state (Framed.readings)
-against a plain per-record oracle (json.loads), and the points kept as records for dedup
-(Framed.outputs; what sending some to the dead letters does with them is in
-test_stage_dead_letters)."""
+against a plain per-record oracle (json.loads), and the points read back from the produce
+batches for a revision (Framer.points; what sending some to the dead letters does with them
+is in test_stage_dead_letters)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from processor.messages.jobs import BatchSpec, Framed, Job
 from processor.state.aggregates import sensor_keys
 from processor.state.spec import Readings, Verdict, WindowSpec
 from processor.state.windows import PartitionWindows
-from processor.workers.framing import StageThenFrame
+from processor.workers.framing import Framer, StageThenFrame
 from processor.workers.runner import ProcessRunner, ThreadRunner
 
 from .records import messages, reading, record
@@ -41,13 +41,12 @@ def job(
     values: Sequence[bytes | None],
     fields: tuple[str, ...] | None = FIELDS,
     *,
-    dedup: bool = False,
     prebuilt: bool = True,
 ) -> Job:
     """``values`` as one partition's run (offsets from 100), every third row stamped."""
     stamps = [[("traceparent", b"%d" % row)] if row % 3 == 0 else [] for row in range(len(values))]
     work = Job(BatchSpec((0, 1, 2), 1 << 14, prebuilt=prebuilt), BatchSpec((0,), 1 << 14), stamps)
-    work.state_fields, work.keep_points = fields, dedup
+    work.state_fields = fields
     keys = [b"k%d" % row for row in range(len(values))]
     work.extend(
         "in",
@@ -121,7 +120,6 @@ def test_windows_off_adds_nothing(stage: StageThenFrame) -> None:
     values, _ = mixed()
     framed = stage.run(job(values, None))
     assert framed.readings is None
-    assert framed.outputs is None
 
 
 def test_the_readings_are_the_valid_rows_as_read_one_by_one(stage: StageThenFrame) -> None:
@@ -132,7 +130,6 @@ def test_the_readings_are_the_valid_rows_as_read_one_by_one(stage: StageThenFram
     assert_readings(framed, values, valid, FIELDS)
     assert framed.readings is not None
     assert math.isnan(framed.readings.values[3, 0])  # row 6's huge integer
-    assert framed.outputs is None  # no dedup
 
 
 def test_fields_are_the_readings_own_not_what_the_stage_adds(stage: StageThenFrame) -> None:
@@ -221,7 +218,7 @@ def test_the_dedup_key_is_the_instant_to_the_microsecond_not_its_spelling(
         "2026-11-23T00:00:00.000201Z",
     ]
     values = [reading("s", timestamp=stamp, pm25=1.0) for stamp in stamps]
-    framed = stage.run(job([*values, reading("t", timestamp=stamps[0])], dedup=True))
+    framed = stage.run(job([*values, reading("t", timestamp=stamps[0])]))
     found = framed.readings
     assert found is not None
     state = PartitionWindows(WindowSpec(60_000, 0, FIELDS, dedup=True))
@@ -234,7 +231,7 @@ def test_the_dedup_key_is_the_instant_to_the_microsecond_not_its_spelling(
 
 async def test_readings_cross_the_thread_and_a_worker_process() -> None:
     values, valid = mixed()
-    work = job(values, dedup=True)
+    work = job(values)
     for runner in (ThreadRunner(Settings(stage_processes=0)), ProcessRunner(Settings(), 1)):
         await runner.start()
         try:
@@ -242,7 +239,7 @@ async def test_readings_cross_the_thread_and_a_worker_process() -> None:
         finally:
             await runner.close()
         assert_readings(framed, values, valid, FIELDS)
-        assert framed.outputs is not None
-        assert framed.outputs.rows == valid
+        read = Framer().points(work, framed)  # as a revision reads them back
+        assert read.rows == valid
         published = [value for _, value, _ in messages(framed.points)]
-        assert sorted(published) == sorted(framed.outputs.values)
+        assert sorted(published) == sorted(read.values)
