@@ -4,7 +4,8 @@ with everything finished committed.
 A partition's set-up is its :class:`OffsetTracker`. On assignment its work starts at the
 group's committed offset (else where ``auto_offset_reset`` points), continuing after any
 spill an earlier process left for it; the consumer is sought there in the same step, with no
-await between the seek and the set-up. On revocation its buffered and spilled records are
+await between the seek and the set-up, and only then fetches it (the partitions assigned
+wait paused while they are set up one by one). On revocation its buffered and spilled records are
 dropped (the new owner reads them again from the commit point), the acknowledgements in
 flight are awaited, and what they finished is committed before the partition goes.
 """
@@ -57,6 +58,10 @@ class Rebalance:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         spill = self._admission.spill
+        # Not fetched until set up: a run fetched before would be handed back and fetched
+        # again, as often as the client fetched while the set-ups before it took their turn.
+        if assigned:
+            self._consumer.pause(*assigned)
         for tp in sorted(assigned):
             committed = await self._consumer.committed(tp)
             start = committed if committed is not None else await self._reset_offset(tp)
@@ -71,6 +76,7 @@ class Rebalance:
             # belongs to no set-up of this partition, and admission drops it (the fetch round
             # may hold one while it awaits a spill write).
             self._consumer.seek(tp, start if resume_at is None else resume_at)
+            self._consumer.resume(tp)
             self._trackers[tp] = tracker
             self._committer.adopt(tp, committed)
             self._admission.forget({tp})

@@ -123,6 +123,27 @@ async def test_a_run_fetched_before_its_partition_is_set_up_is_handed_back(
     assert processor.stats.consumed == 20
 
 
+async def test_assigned_partitions_wait_paused_until_each_is_set_up(tmp_path: Path) -> None:
+    """Else the client fetches a partition while the ones before it are set up, and each run
+    it hands out is handed back and fetched again."""
+    broker = MemoryBroker(group_offsets={A: 7, B: 3})
+    connection = broker.connection(assigned={A, B})
+    consumer = connection.consumer
+    processor = _processor(tmp_path, connection)
+    paused_at_set_up: list[tuple[TopicPartition, set[TopicPartition]]] = []
+    committed = consumer.committed
+
+    async def watched(tp: TopicPartition) -> int | None:
+        paused_at_set_up.append((tp, set(consumer.paused_now)))
+        return await committed(tp)
+
+    consumer.committed = watched  # type: ignore[method-assign]
+    await processor.on_assigned({A, B})
+    assert paused_at_set_up == [(A, {A, B}), (B, {B})]
+    assert consumer.paused_now == set()
+    assert consumer.positions == {A: 7, B: 3}
+
+
 @pytest.mark.parametrize(("policy", "start"), [("earliest", 40), ("latest", 90)])
 async def test_a_partition_without_a_committed_offset_starts_where_the_policy_points(
     tmp_path: Path, policy: str, start: int
