@@ -117,7 +117,7 @@ class Processor:
         """Fetch from, commit to and send through ``connection`` (``start`` attaches the
         connector's); builds the parts that work on it."""
         self._connection = connection
-        settings = self.settings
+        settings, buffer = self.settings, self.buffer
         admission = Admission(
             connection.consumer,
             self.trackers,
@@ -132,7 +132,14 @@ class Processor:
         committer = Committer(
             connection.consumer, self.trackers, self.stats, settings.commit_interval_s
         )
-        windowing = windowing_for(settings, connection.state, self.stage, committer, self.stats)
+        windowing = windowing_for(
+            settings,
+            connection.state,
+            self.stage,
+            committer,
+            self.stats,
+            waiting=lambda: buffer.queued,
+        )
         staging = Staging(
             self.buffer,
             self.stage,

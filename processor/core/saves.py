@@ -95,6 +95,10 @@ class Unsaved:
         :data:`PAUSE_PER_SNAPSHOT_SECOND` times the last snapshot's, if longer."""
         return max(self._least_every_s, PAUSE_PER_SNAPSHOT_SECOND * self._took_s)
 
+    def newest(self) -> WindowedBatch | None:
+        """The batch applied last, while it is not saved."""
+        return self._batches[-1] if self._batches else None
+
     def forget(self, tp: TopicPartition) -> None:
         """The partition went: its changes stay out of the next snapshot."""
         self._changed.pop(tp, None)

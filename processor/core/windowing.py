@@ -17,6 +17,7 @@ the partition's new owner reads its records again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -68,12 +69,15 @@ class Windowing:
         committed: Mapping[TopicPartition, int],
         stats: Stats,
         save_every_s: float = 0.0,
+        waiting: Callable[[], int] | None = None,
     ) -> None:
         """``trackers``: each owned partition's live set-up (a batch fetched under another is
         stale); ``committed``: what this member committed per partition (closed windows
         before it are released); ``save_every_s``: the least time between two changelog
         writes (the batches acknowledged meanwhile are saved together, each sensor's row
-        once)."""
+        once); ``waiting``: how many records wait to be computed (the buffer's queue): when
+        none do and the newest batch is acknowledged, the save does not wait out that time,
+        since no later batch would join it."""
         self._spec = spec
         self._topics = topics
         self._store = store
@@ -85,6 +89,8 @@ class Windowing:
         self._unsaved = Unsaved(self._states, committed, save_every_s)
         self._saving = asyncio.Lock()
         self._saved_at = -math.inf
+        self._waiting = waiting
+        self._idle = asyncio.Event()  # the newest batch is acknowledged and nothing waits
         self._store_lock = asyncio.Lock()
         #: Rows the changelog acknowledged that the local store has not taken yet, and the
         #: changelog's end offset they reach, per partition.
@@ -204,10 +210,14 @@ class Windowing:
                 self.abandon(batch)
                 raise
         batch.ready = True
+        if self._unsaved.newest() is batch and self._waiting is not None and not self._waiting():
+            self._idle.set()  # a save waiting out the pause goes now: nothing would join it
         async with self._saving:
             pause = self._saved_at + self._unsaved.every_s - time.monotonic()
-            if pause > 0 and not batch.persisted.is_set():
-                await asyncio.sleep(pause)  # the batches acknowledged meanwhile join this save
+            if pause > 0 and not batch.persisted.is_set() and not self._idle.is_set():
+                with contextlib.suppress(TimeoutError):  # the batches acknowledged meanwhile
+                    await asyncio.wait_for(self._idle.wait(), pause)  # join this save
+            self._idle.clear()
             self._saved_at = time.monotonic()
             ready = self._unsaved.covered()
             if ready:
@@ -306,9 +316,12 @@ def windowing_for(
     stage: Stage,
     committer: Committer[TopicPartition],
     stats: Stats,
+    *,
+    waiting: Callable[[], int],
 ) -> Windowing | None:
     """The state ``settings`` ask for (None: no windows and no QC), on the partitions
-    ``committer`` commits; raises StateError for a state directory it cannot use."""
+    ``committer`` commits (``waiting``: as :class:`Windowing` takes it); raises StateError
+    for a state directory it cannot use."""
     if not settings.has_state:
         return None
     if topics is None:
@@ -334,4 +347,5 @@ def windowing_for(
         committed=committer.committed,
         stats=stats,
         save_every_s=settings.commit_interval_s,
+        waiting=waiting,
     )

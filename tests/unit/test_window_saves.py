@@ -6,6 +6,7 @@ aggregates are still being sent is in no save (``processor.core.windowing``)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -158,3 +159,58 @@ def test_a_slow_snapshot_spaces_out_the_next_by_ten_times_its_time(
     clocks.now = 0.5
     assert unsaved.applied({}, 0).changes is not None
     assert unsaved.every_s == 0.1  # a quick snapshot: the interval asked for again
+
+
+def _windowing(
+    tmp_path: Path, tracker: OffsetTracker, waiting: Callable[[], int]
+) -> windowing.Windowing:
+    """Saves at least 60 s apart; ``waiting()`` records queued behind the batches."""
+    return windowing.Windowing(
+        StateSpec(WindowSpec(60_000, 0, FIELDS, dedup=False), None, FIELDS),
+        MemoryStateTopics(),
+        LocalStore(tmp_path / "state"),
+        stage=None,  # type: ignore[arg-type]  # no QC, no dedup: nothing to revise
+        trackers={A: tracker},
+        committed={},
+        stats=Stats(),
+        save_every_s=60.0,
+        waiting=waiting,
+    )
+
+
+async def test_with_nothing_behind_it_the_newest_batch_is_saved_without_the_pause(
+    tmp_path: Path,
+) -> None:
+    """The end of a burst, or a quiet stream: no later batch would join the save, so its
+    offsets are not held back for the least time between saves."""
+    tracker = OffsetTracker(0)
+    state = _windowing(tmp_path, tracker, lambda: 0)
+    await state.restore(A)
+    _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
+    await state.persist(first)  # the first save: nothing to wait for
+    _, second = await state.apply(*_batch(tracker, 1, "s2", 0))
+    await asyncio.wait_for(state.persist(second), timeout=30)
+    state.close()
+
+
+async def test_with_records_waiting_a_save_waits_out_the_pause_and_the_newest_cuts_it_short(
+    tmp_path: Path,
+) -> None:
+    tracker = OffsetTracker(0)
+    queued = [1]
+    state = _windowing(tmp_path, tracker, lambda: queued[0])
+    await state.restore(A)
+    _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
+    await state.persist(first)
+    _, second = await state.apply(*_batch(tracker, 1, "s2", 0))
+    _, third = await state.apply(*_batch(tracker, 2, "s3", 0))
+    saving = asyncio.create_task(state.persist(second))  # not the newest: waits the pause
+    await until(state._saving.locked, what="the second batch's save began")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not saving.done()
+    assert not second.persisted.is_set()
+    queued[0] = 0  # the queue ran dry: the newest batch, acknowledged, ends the wait
+    await asyncio.wait_for(asyncio.gather(saving, state.persist(third)), timeout=30)
+    assert third.persisted.is_set()
+    state.close()
