@@ -87,6 +87,27 @@ def _batch(tracker: OffsetTracker, offset: int, sensor: str, minute: int) -> tup
     return [chunk], Framed(readings=readings)
 
 
+def _windowing(
+    tmp_path: Path,
+    tracker: OffsetTracker,
+    topics: MemoryStateTopics,
+    save_every_s: float,
+    waiting: Callable[[], int] | None = None,
+) -> windowing.Windowing:
+    """Windows of a minute, no QC and no dedup, on one partition."""
+    return windowing.Windowing(
+        StateSpec(WindowSpec(60_000, 0, FIELDS, dedup=False), None, FIELDS),
+        topics,
+        LocalStore(tmp_path / "state"),
+        stage=None,  # type: ignore[arg-type]  # no QC, no dedup: nothing to revise
+        trackers={A: tracker},
+        committed={},
+        stats=Stats(),
+        save_every_s=save_every_s,
+        waiting=waiting,
+    )
+
+
 async def test_a_batch_whose_aggregates_wait_to_be_sent_is_in_no_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,17 +121,7 @@ async def test_a_batch_whose_aggregates_wait_to_be_sent_is_in_no_save(
     )
     topics = MemoryStateTopics(send_gate=asyncio.Event())
     tracker = OffsetTracker(0)
-    spec = StateSpec(WindowSpec(60_000, 0, FIELDS, dedup=False), None, FIELDS)
-    state = windowing.Windowing(
-        spec,
-        topics,
-        LocalStore(tmp_path / "state"),
-        stage=None,  # type: ignore[arg-type]  # no QC, no dedup: nothing to revise
-        trackers={A: tracker},
-        committed={},
-        stats=Stats(),
-        save_every_s=0.01,
-    )
+    state = _windowing(tmp_path, tracker, topics, save_every_s=0.01)
     await state.restore(A)
     _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
     _, second = await state.apply(*_batch(tracker, 1, "s2", 0))
@@ -161,30 +172,13 @@ def test_a_slow_snapshot_spaces_out_the_next_by_ten_times_its_time(
     assert unsaved.every_s == 0.1  # a quick snapshot: the interval asked for again
 
 
-def _windowing(
-    tmp_path: Path, tracker: OffsetTracker, waiting: Callable[[], int]
-) -> windowing.Windowing:
-    """Saves at least 60 s apart; ``waiting()`` records queued behind the batches."""
-    return windowing.Windowing(
-        StateSpec(WindowSpec(60_000, 0, FIELDS, dedup=False), None, FIELDS),
-        MemoryStateTopics(),
-        LocalStore(tmp_path / "state"),
-        stage=None,  # type: ignore[arg-type]  # no QC, no dedup: nothing to revise
-        trackers={A: tracker},
-        committed={},
-        stats=Stats(),
-        save_every_s=60.0,
-        waiting=waiting,
-    )
-
-
 async def test_with_nothing_behind_it_the_newest_batch_is_saved_without_the_pause(
     tmp_path: Path,
 ) -> None:
     """The end of a burst, or a quiet stream: no later batch would join the save, so its
     offsets are not held back for the least time between saves."""
     tracker = OffsetTracker(0)
-    state = _windowing(tmp_path, tracker, lambda: 0)
+    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, lambda: 0)
     await state.restore(A)
     _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
     await state.persist(first)  # the first save: nothing to wait for
@@ -198,7 +192,7 @@ async def test_with_records_waiting_a_save_waits_out_the_pause_and_the_newest_cu
 ) -> None:
     tracker = OffsetTracker(0)
     queued = [1]
-    state = _windowing(tmp_path, tracker, lambda: queued[0])
+    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, lambda: queued[0])
     await state.restore(A)
     _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
     await state.persist(first)
