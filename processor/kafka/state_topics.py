@@ -4,10 +4,11 @@ windows' aggregates, and the changelog of each input partition's state (docs/sta
 The changelog is the processor's own topic, named after the group
 (``Settings.changelog_topic``): created at start-up when missing, compacted, with a partition
 for each input partition. One with fewer partitions than the input cannot hold every input
-partition's state, and is a start-up error. Aggregates go out as the points do, partitioned by
-sensor through the same producers; a changelog write goes to its input partition's changelog
-partition, framed into batches as the points are, and the acknowledgement of its last batch
-(base offset + records) is the offset it reached.
+partition's state, and one not compacted (``cleanup.policy`` other than ``compact``) would
+let the broker delete rows a restore needs: both are start-up errors. Aggregates go out as
+the points do, partitioned by sensor through the same producers; a changelog write goes to
+its input partition's changelog partition, framed into batches as the points are, and the
+acknowledgement of its last batch (base offset + records) is the offset it reached.
 
 The changelog is read by a consumer outside the group, assigned one partition at a time. The
 end of a read is the high watermark of its first fetch: the embedded broker answers
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiokafka import TopicPartition as KafkaPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from processor.config import Settings, env_name
@@ -41,8 +43,8 @@ _NO_HEADERS: Headers = []
 
 async def prepare_changelog(settings: Settings) -> None:
     """Create the changelog topic if it is missing, with as many partitions (and replicas)
-    as the input topic; raise a one-line ConfigError for one with fewer partitions, or one
-    the cluster does not let the processor create."""
+    as the input topic; raise a one-line ConfigError for one with fewer partitions or not
+    compacted, or one the cluster does not let the processor create."""
     admin = make_admin(settings)
     await admin.start()
     try:
@@ -59,8 +61,14 @@ async def prepare_changelog(settings: Settings) -> None:
                     f"{where} has {have} partitions, fewer than the {wanted} of input topic "
                     f"{settings.input_topic!r}: add partitions to it, or use another group"
                 )
+            policy = await _cleanup_policy(admin, topic)
+            if policy != CHANGELOG_CONFIGS["cleanup.policy"]:
+                raise ConfigError(
+                    f"{where} has cleanup.policy={policy}: the broker would delete rows a "
+                    "restore needs; set cleanup.policy=compact on it, or use another group"
+                )
         elif code:
-            reason = ": ".join([for_code(code).__name__, *(str(m) for m in message[:1] if m)])
+            reason = _reason(code, message[0] if message else None)
             raise ConfigError(
                 f"cannot create {where} ({reason}): create it with {wanted} partitions and "
                 f"cleanup.policy=compact"
@@ -78,6 +86,26 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[dict[str, 
         raise ConfigError(f"topic {topic!r} cannot be used: {name}")
     partitions: list[dict[str, Any]] = found["partitions"]
     return partitions
+
+
+async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str:
+    """An existing topic's ``cleanup.policy`` as the broker reports it."""
+    (answer,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    (resource,) = answer.resources
+    code, message, configs = resource[0], resource[1], resource[4]
+    if code:
+        reason = _reason(code, message)
+        raise ConfigError(
+            f"cannot read the configuration of topic {topic!r} ({reason}): the processor "
+            "checks that its changelog is compacted; allow it DescribeConfigs on the topic"
+        )
+    found = {entry[0]: entry[1] for entry in configs}
+    return str(found.get("cleanup.policy", "delete"))  # Kafka's default when unset
+
+
+def _reason(code: int, message: object) -> str:
+    """A broker's error as ``Name: message`` (``Name`` alone without a message)."""
+    return ": ".join([for_code(code).__name__, *([str(message)] if message else [])])
 
 
 class KafkaStateTopics:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -111,6 +111,30 @@ async def test_a_changelog_with_fewer_partitions_than_the_input_is_a_one_line_er
     assert f"changelog topic {settings.changelog_topic!r}" in message
     assert f"has {PARTITIONS - 1} partitions, fewer than the {PARTITIONS}" in message
     assert "PROCESSOR_GROUP_ID" in message
+
+
+async def test_a_changelog_that_is_not_compacted_is_a_one_line_error(
+    bootstrap: str, windowed: Callable[..., Settings]
+) -> None:
+    """Made by hand with the broker's default policy: its rows would expire, and a restore
+    after that would miss the state of every sensor not written since."""
+    settings = windowed()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        policy = {"cleanup.policy": "delete"}
+        made = NewTopic(settings.changelog_topic, PARTITIONS, 1, topic_configs=policy)
+        await admin.create_topics([made])
+    finally:
+        await admin.close()
+    with pytest.raises(ConfigError) as raised:
+        await KafkaConnector(settings, 1 << 30).connect(_Listener())
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"changelog topic {settings.changelog_topic!r}" in message
+    assert "has cleanup.policy=delete" in message
+    assert "set cleanup.policy=compact" in message
+    assert (await described(bootstrap, settings.changelog_topic))[1]["cleanup.policy"] == "delete"
 
 
 async def test_a_missing_aggregates_topic_is_named_and_not_created(
