@@ -80,6 +80,8 @@ class Rebalance:
             self._trackers[tp] = tracker
             self._committer.adopt(tp, committed)
             self._admission.forget({tp})
+        if self._windowing is not None:
+            await self._windowing.sweep()  # the stores of partitions gone for long
         self._stats.assigned = len(self._trackers)
         self._stats.assignments += 1  # joined, even with nothing assigned
         self._stats.joining = False

@@ -52,6 +52,10 @@ _encode = msgspec.json.Encoder().encode
 #: once a second instead of once a batch costs only a longer read after a crash, and saves a
 #: durable write and a Python loop over the rows per batch.
 STORE_EVERY_S = 1.0
+#: How long a partition's local store outlives its going, in case it comes back (a rolling
+#: restart, a rebalance that undoes itself): Kafka Streams' ``state.cleanup.delay.ms``
+#: default. Past that it goes at the next assignment; the changelog still has its rows.
+STALE_STORE_S = 600.0
 
 
 class Windowing:
@@ -75,9 +79,7 @@ class Windowing:
         stale); ``committed``: what this member committed per partition (closed windows
         before it are released); ``save_every_s``: the least time between two changelog
         writes (the batches acknowledged meanwhile are saved together, each sensor's row
-        once); ``waiting``: how many records wait to be computed (the buffer's queue): when
-        none do and the newest batch is acknowledged, the save does not wait out that time,
-        since no later batch would join it."""
+        once), not waited out when no record ``waiting()`` in the buffer could join."""
         self._spec = spec
         self._topics = topics
         self._store = store
@@ -114,7 +116,7 @@ class Windowing:
             tail, end = await self._topics.read_changelog(tp, 0)
         state = await asyncio.to_thread(PartitionState.from_rows, self._spec, chain(stored, tail))
         if tail:  # the next restore on this volume starts from here
-            await self._on_store(self._save, tp, tail, end)
+            await self._on_store(_save, self._store, tp, tail, end)
         self._states[tp] = state
         self._update_gauges()
         log.info(
@@ -127,6 +129,14 @@ class Windowing:
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
+
+    async def sweep(self) -> None:
+        """Drop the local stores of partitions gone for :data:`STALE_STORE_S`."""
+        owned = {(tp.topic, tp.partition) for tp in self._states}
+        swept = await self._on_store(self._store.sweep, owned, STALE_STORE_S)
+        if swept:
+            gone = [f"{topic}[{partition}]" for topic, partition in swept]
+            log.info("local state of partitions gone for long dropped", extra={"partitions": gone})
 
     async def drop(self, tp: TopicPartition) -> None:
         """The partition went: its state stays in the changelog and the local store, whose
@@ -263,7 +273,7 @@ class Windowing:
         for tp in list(self._unstored) if only is None else [only]:
             unstored = self._unstored.pop(tp, None)
             if unstored is not None:
-                await self._on_store(self._save, tp, *unstored)
+                await self._on_store(_save, self._store, tp, *unstored)
 
     def _check_earlier_saved(self) -> None:
         if self._unsaved.failed:
@@ -280,11 +290,6 @@ class Windowing:
         async with self._store_lock:
             return await asyncio.to_thread(call, *args)
 
-    def _save(
-        self, tp: TopicPartition, rows: Mapping[bytes, bytes] | Sequence[Row], changelog_end: int
-    ) -> None:
-        self._store.write(tp.topic, tp.partition, dict(rows), changelog_end.to_bytes(8, "big"))
-
     def _update_gauges(self) -> None:
         states = self._states.values()
         stats = self._stats
@@ -297,12 +302,21 @@ class Windowing:
         logged: the changelog has them, so the next restore reads a longer tail)."""
         try:
             for tp, (rows, end) in self._unstored.items():
-                self._save(tp, rows, end)
+                _save(self._store, tp, rows, end)
         except StateError as exc:
             log.warning("local state not written at the stop: %s", exc)
         finally:
             self._unstored.clear()
             self._store.close()
+
+
+def _save(
+    store: LocalStore,
+    tp: TopicPartition,
+    rows: Mapping[bytes, bytes] | Sequence[Row],
+    changelog_end: int,
+) -> None:
+    store.write(tp.topic, tp.partition, dict(rows), changelog_end.to_bytes(8, "big"))
 
 
 def _records(aggregates: Aggregates) -> list[tuple[bytes, bytes]]:

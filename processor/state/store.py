@@ -22,9 +22,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -174,6 +175,33 @@ class LocalStore:
         state = self._open.pop((topic, partition), None)
         if state is not None:
             state.close()
+
+    def sweep(self, owned: Collection[tuple[str, int]], idle_s: float) -> list[tuple[str, int]]:
+        """Drop the databases of partitions not ``owned`` whose files have not changed for
+        ``idle_s`` (a partition that went and did not come back: its changelog has its rows);
+        returns which."""
+        cutoff = time.time() - idle_s
+        swept = []
+        for topic, partition, path in self._stored():
+            if (topic, partition) in owned or (topic, partition) in self._open:
+                continue
+            try:
+                changed = max((f.stat().st_mtime for f in path.iterdir()), default=0.0)
+            except OSError:
+                continue  # gone meanwhile, or unreadable: left for the next sweep
+            if changed < cutoff:
+                self.drop(topic, partition)
+                swept.append((topic, partition))
+        return swept
+
+    def _stored(self) -> Iterator[tuple[str, int, Path]]:
+        """``(topic, partition, path)`` of every partition database under the directory."""
+        for topic_dir in sorted(self._dir.iterdir()):
+            if not topic_dir.is_dir() or not _TOPIC.match(topic_dir.name):
+                continue
+            for path in sorted(topic_dir.iterdir()):
+                if path.is_dir() and path.name.isdigit():
+                    yield topic_dir.name, int(path.name), path
 
     def close(self) -> None:
         while self._open:

@@ -144,6 +144,31 @@ def test_a_dropped_partition_is_gone_and_the_others_stay(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
 
 
+def _age(path: Path, seconds: float) -> None:
+    """Every file of a partition's database last changed ``seconds`` ago."""
+    then = time.time() - seconds
+    for file in path.iterdir():
+        os.utime(file, (then, then))
+
+
+def test_a_sweep_drops_only_the_stores_not_owned_and_unchanged_for_long(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    for topic, partition in [("t", 0), ("t", 1), ("t", 2), ("u", 0)]:
+        store.write(topic, partition, {b"k": b"%d" % partition}, b"m")
+    for topic, partition in [("t", 1), ("t", 2), ("u", 0)]:
+        store.release(topic, partition)
+    _age(tmp_path / "t" / "0", 3_600)  # owned, though idle: kept
+    _age(tmp_path / "t" / "2", 3_600)  # gone an hour ago: dropped
+    _age(tmp_path / "u" / "0", 3_600)  # owned, but closed (not set up yet): kept
+    (tmp_path / "t" / "notes").mkdir()  # not a partition's database: left alone
+    assert store.sweep({("t", 0), ("u", 0)}, idle_s=600) == [("t", 2)]
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["0", "1", "notes"]
+    assert stored(store, "t", 1) == ({b"k": b"1"}, b"m")  # gone a moment ago: kept
+    assert stored(store, "t", 2) == ({}, None)
+    assert store.sweep(set(), idle_s=600) == [("u", 0)]  # the others open, or changed since
+    store.close()
+
+
 def test_a_drop_interrupted_before_its_delete_is_finished_on_the_next_open(
     tmp_path: Path,
 ) -> None:

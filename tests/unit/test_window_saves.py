@@ -6,6 +6,9 @@ aggregates are still being sent is in no save (``processor.core.windowing``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -207,4 +210,26 @@ async def test_with_records_waiting_a_save_waits_out_the_pause_and_the_newest_cu
     queued[0] = 0  # the queue ran dry: the newest batch, acknowledged, ends the wait
     await asyncio.wait_for(asyncio.gather(saving, state.persist(third)), timeout=30)
     assert third.persisted.is_set()
+    state.close()
+
+
+async def test_the_stores_of_partitions_gone_for_long_are_dropped_at_an_assignment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone, recent = TopicPartition("in", 7), TopicPartition("in", 8)
+    store = LocalStore(tmp_path / "state")
+    for tp in (gone, recent):
+        store.write(tp.topic, tp.partition, {b"s1\x01": b"row"}, (1).to_bytes(8, "big"))
+        store.release(tp.topic, tp.partition)
+    store.close()
+    then = time.time() - windowing.STALE_STORE_S - 60
+    for file in (tmp_path / "state" / "in" / "7").iterdir():
+        os.utime(file, (then, then))
+    state = _windowing(tmp_path, OffsetTracker(0), MemoryStateTopics(), 0.1)
+    await state.restore(A)
+    caplog.set_level(logging.INFO, logger="processor")
+    await state.sweep()
+    assert sorted(p.name for p in (tmp_path / "state" / "in").iterdir()) == ["0", "8"]
+    [line] = [r for r in caplog.records if "gone for long" in r.getMessage()]
+    assert line.partitions == ["in[7]"]  # type: ignore[attr-defined]
     state.close()
