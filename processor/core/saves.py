@@ -95,9 +95,9 @@ class Unsaved:
         :data:`PAUSE_PER_SNAPSHOT_SECOND` times the last snapshot's, if longer."""
         return max(self._least_every_s, PAUSE_PER_SNAPSHOT_SECOND * self._took_s)
 
-    def newest(self) -> WindowedBatch | None:
-        """The batch applied last, while it is not saved."""
-        return self._batches[-1] if self._batches else None
+    def all_ready(self) -> bool:
+        """Whether every batch applied and not saved yet is ready."""
+        return all(batch.ready for batch in self._batches)
 
     def forget(self, tp: TopicPartition) -> None:
         """The partition went: its changes stay out of the next snapshot."""

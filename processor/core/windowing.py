@@ -92,7 +92,7 @@ class Windowing:
         self._saving = asyncio.Lock()
         self._saved_at = -math.inf
         self._waiting = waiting
-        self._idle = asyncio.Event()  # the newest batch is acknowledged and nothing waits
+        self._idle = asyncio.Event()  # every batch applied is acknowledged, none waits
         self._store_lock = asyncio.Lock()
         #: Rows the changelog acknowledged that the local store has not taken yet, and the
         #: changelog's end offset they reach, per partition.
@@ -220,7 +220,7 @@ class Windowing:
                 self.abandon(batch)
                 raise
         batch.ready = True
-        if self._unsaved.newest() is batch and self._waiting is not None and not self._waiting():
+        if self._waiting is not None and not self._waiting() and self._unsaved.all_ready():
             self._idle.set()  # a save waiting out the pause goes now: nothing would join it
         async with self._saving:
             pause = self._saved_at + self._unsaved.every_s - time.monotonic()

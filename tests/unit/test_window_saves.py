@@ -213,6 +213,27 @@ async def test_with_records_waiting_a_save_waits_out_the_pause_and_the_newest_cu
     state.close()
 
 
+async def test_a_save_waiting_for_an_older_batch_goes_once_that_one_is_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """Acknowledgements may come out of order: the newest batch's save waits for the older
+    one, and the older one's acknowledgement, the last, ends the pause."""
+    tracker = OffsetTracker(0)
+    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, lambda: 0)
+    await state.restore(A)
+    _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
+    await state.persist(first)
+    _, second = await state.apply(*_batch(tracker, 1, "s2", 0))
+    _, third = await state.apply(*_batch(tracker, 2, "s3", 0))
+    saving = asyncio.create_task(state.persist(third))
+    await until(state._saving.locked, what="the third batch's save began")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not saving.done()  # the second batch is not acknowledged yet
+    await asyncio.wait_for(asyncio.gather(saving, state.persist(second)), timeout=30)
+    state.close()
+
+
 async def test_the_stores_of_partitions_gone_for_long_are_dropped_at_an_assignment(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
