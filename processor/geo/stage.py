@@ -105,9 +105,8 @@ class SpatialStage:
 
     def compute(self, batch: Columns, fields: tuple[str, ...] | None = None) -> Computed:
         """Points (key = sensor_id, input order) and dead letters of ``batch``, as columns;
-        with ``fields`` (windows on), also the points' event times and those fields' values,
-        read before the points are made (making them adds keys to a decoded document)."""
-        columns, rejections = decode_batch(batch.values, self._max_bytes)
+        with ``fields`` (windows on), also the points' event times and those fields' values."""
+        columns, rejections = decode_batch(batch.values, self._max_bytes, fields)
         projection = self._reprojector.project(columns.x, columns.y, columns.source_crs)
         failures = {r.index: (r.code, r.message) for r in rejections}
         for row, code, message in projection.codes:
@@ -123,7 +122,7 @@ class SpatialStage:
         documents = [columns.documents[row] for row in accepted]
         output = Computed()
         if fields is not None:
-            output.measures = measures(documents, fields)
+            output.measures = measures(columns, accepted, len(fields))
         if columns.source_crs is not None:
             _add_wgs84(columns.documents, columns.source_crs, projection)
         output.rows = rows = [columns.index[row] for row in accepted]

@@ -6,7 +6,10 @@ view); only a record that fails it is classified field by field to find the prec
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -15,6 +18,8 @@ from typing import Annotated, Any, NamedTuple, Protocol
 import msgspec
 import numpy as np
 import numpy.typing as npt
+
+from processor.messages.measures import fields_of
 
 SENSOR_ID_MAX = 128
 CRS_MAX = 64
@@ -143,6 +148,12 @@ class Columns:
     x: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     y: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     source_crs: list[str | None] | None = None
+    #: With ``fields`` given to :func:`decode_batch` (windows on), what windows aggregate,
+    #: read in the decode that validated each row: its timestamp (the ``Z`` text as given, or
+    #: the UTC datetime) and its fields' values (:func:`processor.messages.measures.measures`
+    #: makes them numbers).
+    stamps: list[str | datetime] | None = None
+    numbers: list[tuple[Any, ...]] | None = None
 
 
 _decoder = msgspec.json.Decoder()
@@ -150,11 +161,36 @@ _plain_decoder = msgspec.json.Decoder(_PlainReading)
 _timestamp_decoder = msgspec.json.Decoder(_Timestamp)
 
 
-def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, list[Rejection]]:
-    """Decode and type-check a batch; timestamps are normalised to UTC in the documents.
+@functools.cache
+def _measuring(
+    fields: tuple[str, ...],
+) -> tuple[Callable[[bytes], Any], Callable[[Any], tuple[Any, ...]] | None]:
+    """A decoder of plain readings that also reads ``fields`` as numbers (float, or None
+    where missing or null; any other value fails it), and the getter of their values as a
+    tuple. Without fields, or with a field named as one of a plain reading's own, it is the
+    plain decoder and no getter: :func:`fields_of` reads them."""
+    if not fields or set(fields) & set(_PlainReading.__struct_encode_fields__):
+        return _plain_decoder.decode, None
+    names = [f"f{i}" for i in range(len(fields))]  # a field's name need not be a Python name
+    measuring = msgspec.defstruct(
+        "_MeasuredReading",
+        [(name, float | None, None) for name in names],
+        bases=(_PlainReading,),
+        rename=dict(zip(names, fields, strict=True)),
+    )
+    getter = operator.attrgetter(*names)
+    read = getter if len(names) > 1 else lambda plain: (getter(plain),)
+    return msgspec.json.Decoder(measuring).decode, read
+
+
+def decode_batch(
+    values: list[bytes | None], max_bytes: int, fields: tuple[str, ...] | None = None
+) -> tuple[Columns, list[Rejection]]:
+    """Decode and type-check a batch; timestamps are normalised to UTC in the documents. With
+    ``fields``, also each row's timestamp and values of them (``Columns.stamps``/``numbers``).
 
     The loop is the stage's hottest code: plain readings are taken inline, with the bound
-    methods in locals; everything else goes through :func:`_decode_other`.
+    methods in locals; everything else goes through :func:`_take_other`.
     """
     columns = Columns()
     rejections: list[Rejection] = []
@@ -162,13 +198,25 @@ def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, l
     ys: list[float] = []
     crs_of: dict[int, str] = {}  # row -> source CRS, for the few records that name one
     index, documents, sensor_ids = columns.index, columns.documents, columns.sensor_ids
-    decode_plain, decode_timestamp = _plain_decoder.decode, _timestamp_decoder.decode
+    decode_plain: Callable[[bytes], Any] = _plain_decoder.decode
+    decode_timestamp = _timestamp_decoder.decode
+    stamps: list[str | datetime] | None = None  # with fields: ``columns.stamps``
+    numbers: list[tuple[Any, ...]] = []
+    measured, read = fields or (), None
+    if fields is not None:
+        decode_plain, read = _measuring(fields)
+        columns.stamps, columns.numbers = stamps, numbers = [], []
     for i, raw in enumerate(values):
         if raw is None or len(raw) > max_bytes:
             rejections.append(Rejection(i, *_too_large(raw, max_bytes)))
             continue
         try:
-            plain = decode_plain(raw)
+            try:
+                plain = decode_plain(raw)
+            except msgspec.ValidationError:
+                if stamps is None:
+                    raise
+                plain = _plain_decoder.decode(raw)  # a field is not a number
             if plain.timestamp[-1:] == "Z":
                 decode_timestamp(b'"%s"' % plain.timestamp.encode())  # valid, not just ...Z
                 index.append(i)
@@ -176,26 +224,52 @@ def decode_batch(values: list[bytes | None], max_bytes: int) -> tuple[Columns, l
                 sensor_ids.append(plain.sensor_id)
                 xs.append(plain.longitude)
                 ys.append(plain.latitude)
+                if stamps is not None:
+                    stamps.append(plain.timestamp)
+                    numbers.append(
+                        read(plain)
+                        if read is not None and type(plain) is not _PlainReading
+                        else fields_of(raw, measured)  # a field is not a number, or clashes
+                    )
                 continue
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             pass
-        decoded = _decode_other(i, raw)
-        if isinstance(decoded, Rejection):
-            rejections.append(decoded)
-            continue
-        document, sensor_id, x, y, crs = decoded
-        if crs is not None:
-            crs_of[len(xs)] = crs
-        index.append(i)
-        documents.append(document)
-        sensor_ids.append(sensor_id)
-        xs.append(x)
-        ys.append(y)
+        _take_other(columns, rejections, i, raw, measured, xs=xs, ys=ys, crs_of=crs_of)
     columns.x = np.array(xs, dtype=np.float64)
     columns.y = np.array(ys, dtype=np.float64)
     if crs_of:
         columns.source_crs = [crs_of.get(row) for row in range(len(xs))]
     return columns, rejections
+
+
+def _take_other(
+    columns: Columns,
+    rejections: list[Rejection],
+    i: int,
+    raw: bytes,
+    fields: tuple[str, ...],
+    *,
+    xs: list[float],
+    ys: list[float],
+    crs_of: dict[int, str],
+) -> None:
+    """A record that is not a plain reading: into the columns (with its coordinates and its
+    CRS, if it names one), or into the rejections."""
+    decoded = _decode_other(i, raw)
+    if isinstance(decoded, Rejection):
+        rejections.append(decoded)
+        return
+    document, sensor_id, x, y, crs = decoded
+    if crs is not None:
+        crs_of[len(xs)] = crs
+    columns.index.append(i)
+    columns.documents.append(document)
+    columns.sensor_ids.append(sensor_id)
+    xs.append(x)
+    ys.append(y)
+    if columns.stamps is not None and columns.numbers is not None:
+        columns.stamps.append(document["timestamp"])
+        columns.numbers.append(fields_of(document, fields))
 
 
 def _decode_other(

@@ -2,11 +2,12 @@
 time in epoch microseconds and the configured fields as numbers (NaN where a field is
 missing or is not a finite number: the rules count such a value nowhere).
 
-Only runs with windows on. A record published by appending to its bytes is decoded once more,
-into a view of just the timestamp and the fields as numbers (msgspec, at C speed); one whose
-fields are not all numbers (text, ``true``, ``1e400``) takes a slower view of any JSON value.
-A record the codec decoded into a dict already has them. Timestamps become microseconds in
-one numpy call per batch.
+Only runs with windows on. The codec reads them in the decode that validates each record
+(:func:`processor.messages.codec.decode_batch` given the fields): a plain reading's
+timestamp text and its fields as numbers, at C speed, in the same pass. What that decode
+cannot read comes here one record at a time (:func:`fields_of`): a record decoded into a
+dict, one whose fields are not all numbers (text, ``true``, ``1e400``), fields named as a
+reading's own. Timestamps become microseconds in one numpy call per batch.
 
 The event time is the timestamp's instant to the microsecond, whatever its spelling (the
 dedup key's contract): a record kept as bytes has a ``Z`` timestamp, which numpy reads as it
@@ -23,11 +24,14 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:  # the codec calls fields_of
+    from processor.messages.codec import Columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,66 +42,54 @@ class Measures:
     values: npt.NDArray[np.float64]  # shape (rows, fields)
 
 
-@dataclass(frozen=True, slots=True)
-class _Views:
-    numbers: msgspec.json.Decoder[Any]  # fields as float | None: the common case
-    anything: msgspec.json.Decoder[Any]  # fields as any JSON value, huge numbers as float
-    row: Callable[[Any], tuple[Any, ...]]  # (timestamp, field values...) of a view
-
-
 #: ``len("2026-12-03T00:00:00.000000Z")``: a longer ``Z`` timestamp has digits past the µs.
 _MICROSECONDS_Z = 27
 _timestamp = msgspec.json.Decoder(Annotated[datetime, msgspec.Meta(tz=True)]).decode
 
 
 @functools.cache
-def _views(fields: tuple[str, ...]) -> _Views:
-    """Views of the timestamp and ``fields`` alone; a missing field is None. Attributes are
-    f0, f1...: a field's name (``pm2.5``) need not be a Python name."""
+def _any_values(fields: tuple[str, ...]) -> tuple[msgspec.json.Decoder[Any], Callable[[Any], Any]]:
+    """A view of ``fields`` alone as any JSON value (huge numbers as float; a missing field
+    is None), and the getter of their values. Attributes are f0, f1...: a field's name
+    (``pm2.5``) need not be a Python name."""
     names = [f"f{i}" for i in range(len(fields))]
-    rename = dict(zip(names, fields, strict=True))
-
-    def view(kind: Any) -> type:
-        spec: list[tuple[str, Any, Any]] = [("timestamp", str, msgspec.NODEFAULT)]
-        spec += [(name, kind, None) for name in names]
-        return msgspec.defstruct("_Measured", spec, rename=rename)
-
-    return _Views(
-        msgspec.json.Decoder(view(float | None)),
-        msgspec.json.Decoder(view(Any), float_hook=float),
-        operator.attrgetter("timestamp", *names),
+    view = msgspec.defstruct(
+        "_Fields",
+        [(name, Any, None) for name in names],
+        rename=dict(zip(names, fields, strict=True)),
     )
+    return msgspec.json.Decoder(view, float_hook=float), operator.attrgetter(*names)
 
 
-def measures(documents: Sequence[dict[str, Any] | bytes], fields: tuple[str, ...]) -> Measures:
-    """The event times and ``fields`` of validated readings (their documents as the codec
-    left them: original bytes with a UTC ``Z`` timestamp, or a dict with a UTC datetime)."""
-    views = _views(fields)
-    numbers, row = views.numbers.decode, views.row
-    rows: list[tuple[Any, ...]] = []
-    odd: list[int] = []  # rows whose fields need a look one by one
-    for i, document in enumerate(documents):
-        if isinstance(document, bytes):
-            try:
-                rows.append(row(numbers(document)))
-                continue
-            except msgspec.ValidationError:  # validated already: a field is not a number
-                found = row(views.anything.decode(document))
-        else:
-            stamp: datetime = document["timestamp"]
-            found = (stamp, *(document.get(name) for name in fields))
-        rows.append(found)
-        odd.append(i)
+def fields_of(document: dict[str, Any] | bytes, fields: tuple[str, ...]) -> tuple[Any, ...]:
+    """A validated reading's ``fields`` (its document as decoded, or its bytes) as numbers,
+    None where missing or not a finite number."""
+    if not fields:
+        return ()
+    if isinstance(document, bytes):
+        decoder, getter = _any_values(fields)
+        found = getter(decoder.decode(document))
+        found = found if len(fields) > 1 else (found,)
+    else:
+        found = tuple(document.get(name) for name in fields)
+    return tuple(_number(value) for value in found)
+
+
+def measures(columns: Columns, rows: list[int], width: int) -> Measures:
+    """The event times and ``width`` field values of ``rows`` of a batch decoded with fields,
+    from each row's timestamp (a UTC ``Z`` text or a UTC datetime) and values (as the codec
+    read them: floats, None for NaN)."""
+    stamps: Sequence[str | datetime] | None = columns.stamps
+    numbers: Sequence[tuple[Any, ...]] | None = columns.numbers
+    if stamps is None or numbers is None:
+        raise ValueError("the batch was decoded without the fields to measure")
     if not rows:
-        return Measures(np.empty(0, np.int64), np.empty((0, len(fields))))
-    columns = list(zip(*rows, strict=True))
-    event_us = _microseconds(columns[0])
-    for i in odd:
-        rows[i] = (None, *(_number(value) for value in rows[i][1:]))
-    if odd:
-        columns = list(zip(*rows, strict=True))
-    values = np.array(columns[1:], dtype=np.float64).T  # None: NaN
-    return Measures(event_us, values.reshape(len(rows), len(fields)))
+        return Measures(np.empty(0, np.int64), np.empty((0, width)))
+    if len(rows) < len(stamps):  # else every row (the common case): no lists to pick
+        stamps, numbers = [stamps[row] for row in rows], [numbers[row] for row in rows]
+    event_us = _microseconds(stamps)
+    values = np.array(numbers, dtype=np.float64)  # None: NaN
+    return Measures(event_us, values.reshape(len(rows), width))
 
 
 def _microseconds(stamps: Sequence[str | datetime]) -> npt.NDArray[np.int64]:
