@@ -84,9 +84,23 @@ class Aggregates:
 
     @classmethod
     def empty(cls, fields: tuple[str, ...]) -> Aggregates:
+        """No window closed (most batches): empty columns, made directly, at a tenth of the
+        cost of :meth:`closed` of no windows."""
         nothing = np.empty(0, dtype=np.int64)
-        return cls.closed(
-            fields, np.empty(0, dtype="S1"), OpenWindows.new(nothing, nothing, len(fields)), 0
+        none = np.empty((0, len(fields)), dtype=np.int64)
+        absent = np.empty((0, len(fields)))
+        return cls(
+            fields,
+            np.empty(0, "S1"),
+            nothing,
+            nothing,
+            nothing,
+            none,
+            absent,
+            absent,
+            absent,
+            none,
+            none,
         )
 
     def __len__(self) -> int:

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from processor.errors import StateError
 from processor.state import hourly
 from processor.state.aggregates import Aggregates
 from processor.state.rows import (
@@ -64,8 +65,10 @@ from processor.state.tables import (
     OpenWindows,
     Sensors,
     by_window,
+    dedup_key,
     find,
     in_start_order,
+    max_sensors,
     of_sensors,
     renumber,
     unique_keys,
@@ -135,15 +138,18 @@ class PartitionWindows:
         late = _late(spec, self._closed, start, offsets, seen)
         counted = ~(replay | late)
         if spec.dedup:
-            duplicate, at = _duplicates(
-                self._dedup, sensor, event, start, offsets, replay=replay, late=late
+            duplicate = _deduplicate(
+                self._dedup,
+                spec.length_us,
+                sensor,
+                event,
+                offsets,
+                start=start,
+                replay=replay,
+                late=late,
             )
             counted &= ~duplicate
             verdicts[duplicate] = Verdict.DUPLICATE
-            for window, rows in by_window(start, counted):
-                self._dedup[window] = self._dedup[window].added(
-                    at[rows], sensor[rows], event[rows], offsets[rows]
-                )
         verdicts[late] = Verdict.LATE
         np.maximum.at(self._sensors.applied, sensor, offsets)
         self._changed.append(readings.sensors[~replay])
@@ -159,6 +165,11 @@ class PartitionWindows:
         """Each reading's sensor row, admitting sensors not seen before."""
         unique, inverse = unique_keys(keys)
         self._sensors, inserted_at = self._sensors.admit(unique)
+        if self._sensors.keys.size > max_sensors(self._spec.length_us):
+            raise StateError(
+                f"{self._sensors.keys.size} sensors on one partition: more than windows of "
+                f"{self._spec.length_ms} ms can count (use more partitions or shorter windows)"
+            )
         if inserted_at.size:
             for window, table in self._windows.items():
                 self._windows[window] = replace(table, sensor=renumber(table.sensor, inserted_at))
@@ -173,14 +184,14 @@ class PartitionWindows:
         QC ``flags`` suspect or failed are counted as such, not in the statistics."""
         n_fields = len(self._spec.fields)
         table = self._windows.get(window) or OpenWindows.empty(n_fields)
-        start = np.full(sensor.size, window, dtype=np.int64)
-        at, found = find(table.sensor, table.start, sensor, start)
+        at, found = find(table.sensor, sensor)  # one start a table: its rows by sensor
         missing = np.flatnonzero(~found)
         if missing.size:
             new_sensor, which = np.unique(sensor[missing], return_inverse=True)
             opened_at = np.empty(new_sensor.size, dtype=np.int64)
             opened_at[which] = at[missing]  # a sensor's readings belong at the same row
-            opened = OpenWindows.new(new_sensor, start[: new_sensor.size], n_fields)
+            start = np.full(new_sensor.size, window, dtype=np.int64)
+            opened = OpenWindows.new(new_sensor, start, n_fields)
             table = table.insert(opened_at, opened)
             at = renumber(at, opened_at)  # rows found move down past the inserted ones
             at[missing] = opened_at[which] + which
@@ -350,33 +361,39 @@ def _late(spec: WindowSpec, closed: dict[int, int], start: I64, offsets: I64, se
     return late
 
 
-def _duplicates(
+def _deduplicate(
     dedup: dict[int, DedupKeys],
+    length_us: int,
     sensor: I64,
     event: I64,
-    start: I64,
     offsets: I64,
     *,
+    start: I64,
     replay: Mask,
     late: Mask,
-) -> tuple[Mask, I64]:
+) -> Mask:
     """Readings not late whose (sensor, timestamp) was counted from another record: in an open
     window before this batch (its ``dedup`` keys; a re-read original finds its own offset
-    there), or earlier in this batch. And where each reading's key is or belongs in its
-    window's (a window's keys are made here when it has none)."""
-    at = np.zeros(sensor.size, dtype=np.int64)
+    there), or earlier in this batch. The keys of the others, new and counted now, join their
+    window's ``dedup`` keys (made here for a window that has none)."""
     found = np.zeros(sensor.size, dtype=bool)
     recorded = np.full(sensor.size, -1, dtype=np.int64)
-    for window, rows in by_window(start, ~late):
-        keys = dedup.setdefault(window, DedupKeys.empty())
-        at[rows], found[rows] = find(keys.sensor, keys.event_us, sensor[rows], event[rows])
-        hit = rows[found[rows]]
-        recorded[hit] = keys.offset[at[hit]]
     again = np.zeros(sensor.size, dtype=bool)
-    new = np.flatnonzero(~(replay | late | found))
-    order = new[np.lexsort((new, event[new], sensor[new]))]
-    again[order[1:]] = (sensor[order[1:]] == sensor[order[:-1]]) & (
-        event[order[1:]] == event[order[:-1]]
-    )
+    for window, rows in by_window(start, ~late):
+        known = dedup.setdefault(window, DedupKeys.empty())
+        wanted = dedup_key(sensor[rows], event[rows], window, length_us)
+        at, found[rows] = find(dedup_key(known.sensor, known.event_us, window, length_us), wanted)
+        hit = found[rows]
+        recorded[rows[hit]] = known.offset[at[hit]]
+        new = np.flatnonzero(~(replay[rows] | hit))
+        order = new[np.argsort(wanted[new], kind="stable")]  # the first of equal keys counts
+        repeat = np.zeros(order.size, dtype=bool)
+        repeat[1:] = wanted[order[1:]] == wanted[order[:-1]]
+        again[rows[order[repeat]]] = True
+        first = order[~repeat]  # in key order
+        picked = rows[first]
+        dedup[window] = known.insert(
+            at[first], DedupKeys(sensor[picked], event[picked], offsets[picked])
+        )
     duplicate: Mask = ~late & (((replay | found) & (recorded != offsets)) | again)
-    return duplicate, at
+    return duplicate

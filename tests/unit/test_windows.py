@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processor.errors import StateError
 from processor.state.aggregates import Aggregates, sensor_ids, sensor_keys
 from processor.state.rows import Row as StateRow
 from processor.state.spec import Readings, Verdict, WindowSpec
@@ -376,3 +377,27 @@ def test_a_batch_out_of_offset_order_is_refused() -> None:
     state = PartitionWindows(WindowSpec(MINUTE, 0, FIELDS, dedup=False))
     with pytest.raises(ValueError, match="increasing"):
         state.apply(readings([(1, "s1", T0, (1.0, 1.0)), (1, "s2", T0, (1.0, 1.0))]))
+
+
+def test_dedup_tells_apart_readings_as_far_into_two_windows() -> None:
+    # Each window's keys are one int64 a reading (its sensor's row, then its time into the
+    # window): the same time into two windows, in one batch, is two readings, not one.
+    records = [
+        (0, "s1", T0 + 5, (1.0, 1.0)),
+        (1, "s1", T0 + MINUTE_US + 5, (2.0, 2.0)),
+        (2, "s1", T0 + 5, (9.0, 9.0)),  # the first again: the only duplicate
+        (3, "s1", T0 + 4 * MINUTE_US, (3.0, 3.0)),  # closes the first two windows
+    ]
+    state = PartitionWindows(WindowSpec(MINUTE, 2 * MINUTE, FIELDS, dedup=True))
+    verdicts, closed = state.apply(readings(records))
+    assert verdicts.tolist() == [COUNTED, COUNTED, DUPLICATE, COUNTED]
+    assert [r["count"] for r in closed.rows()] == [1, 1]
+
+
+def test_more_sensors_than_the_dedup_keys_hold_is_an_error_not_a_wrong_count() -> None:
+    # max_sensors(length) sensors fit in an int64 key each: two with this (absurd) length.
+    length_ms = (2**63 - 1) // 2 // 1000
+    state = PartitionWindows(WindowSpec(length_ms, 0, FIELDS, dedup=True))
+    state.apply(readings([(0, "a", T0, (1.0, 1.0)), (1, "b", T0, (1.0, 1.0))]))
+    with pytest.raises(StateError, match="3 sensors on one partition"):
+        state.apply(readings([(2, "c", T0, (1.0, 1.0))]))
