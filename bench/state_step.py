@@ -11,7 +11,9 @@ flight. CPU is this process's, over the batches only (not the waits).
 Measured on the 2-core dev machine, two runs each, one after the other: 4.15-4.18 µs a
 record and 1,882-1,909 bytes a sensor row (46 MB of changelog for 200,000 readings) before
 the rows' dedup keys became steps and snapshots waited ten times their own time; 3.27-3.60
-µs and 1,068-1,073 bytes (24 MB) after.
+µs and 1,068-1,073 bytes (24 MB) after. On a faster machine, 2026-12-04: 1.60-1.86 µs before
+the dedup keys were searched as one int64 each (and the open windows by sensor alone),
+1.02-1.03 µs after.
 """
 
 from __future__ import annotations

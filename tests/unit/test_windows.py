@@ -401,3 +401,15 @@ def test_more_sensors_than_the_dedup_keys_hold_is_an_error_not_a_wrong_count() -
     state.apply(readings([(0, "a", T0, (1.0, 1.0)), (1, "b", T0, (1.0, 1.0))]))
     with pytest.raises(StateError, match="3 sensors on one partition"):
         state.apply(readings([(2, "c", T0, (1.0, 1.0))]))
+
+
+def test_no_window_closed_is_the_aggregates_of_no_windows() -> None:
+    # Made directly (most batches close none): the same columns as closing an empty table.
+    built = Aggregates.empty(FIELDS)
+    closed = Aggregates.closed(FIELDS, sensor_keys([]), OpenWindows.empty(len(FIELDS)), 60)
+    columns = ("sensors", "start_us", "end_us", "count", "field_count", "mean", "minimum")
+    for name in (*columns, "maximum", "suspect", "failed"):
+        mine, theirs = getattr(built, name), getattr(closed, name)
+        assert (mine.shape, mine.dtype.kind) == (theirs.shape, theirs.dtype.kind), name
+    assert len(built) == 0
+    assert built.rows() == []
