@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         Path("state"), description="Directory of the local state (windows and QC history)"
     )
+    state_cleanup_delay: DurationMs = Field(
+        600_000,
+        ge=0,
+        description="How long a partition's local state outlives the partition's going, in "
+        "case it comes back (Kafka Streams' state.cleanup.delay.ms)",
+    )
 
     # Quality control (docs/qc.md)
     qc_enabled: bool = Field(

@@ -52,10 +52,6 @@ _encode = msgspec.json.Encoder().encode
 #: once a second instead of once a batch costs only a longer read after a crash, and saves a
 #: durable write and a Python loop over the rows per batch.
 STORE_EVERY_S = 1.0
-#: How long a partition's local store outlives its going, in case it comes back (a rolling
-#: restart, a rebalance that undoes itself): Kafka Streams' ``state.cleanup.delay.ms``
-#: default. Past that it goes at the next assignment; the changelog still has its rows.
-STALE_STORE_S = 600.0
 
 
 class Windowing:
@@ -74,12 +70,16 @@ class Windowing:
         stats: Stats,
         save_every_s: float = 0.0,
         waiting: Callable[[], int] | None = None,
+        cleanup_delay_s: float = 600.0,
     ) -> None:
         """``trackers``: each owned partition's live set-up (a batch fetched under another is
         stale); ``committed``: what this member committed per partition (closed windows
         before it are released); ``save_every_s``: the least time between two changelog
         writes (the batches acknowledged meanwhile are saved together, each sensor's row
-        once), not waited out when no record ``waiting()`` in the buffer could join."""
+        once), not waited out when no record ``waiting()`` in the buffer could join;
+        ``cleanup_delay_s``: how long a partition's local store outlives its going, in case
+        it comes back (a rolling restart, a rebalance that undoes itself; past that it goes
+        at the next assignment, and the changelog still has its rows)."""
         self._spec = spec
         self._topics = topics
         self._store = store
@@ -92,6 +92,7 @@ class Windowing:
         self._saving = asyncio.Lock()
         self._saved_at = -math.inf
         self._waiting = waiting
+        self._cleanup_delay_s = cleanup_delay_s
         self._idle = asyncio.Event()  # every batch applied is acknowledged, none waits
         self._store_lock = asyncio.Lock()
         #: Rows the changelog acknowledged that the local store has not taken yet, and the
@@ -131,9 +132,9 @@ class Windowing:
         )
 
     async def sweep(self) -> None:
-        """Drop the local stores of partitions gone for :data:`STALE_STORE_S`."""
+        """Drop the local stores of partitions gone for longer than the cleanup delay."""
         owned = {(tp.topic, tp.partition) for tp in self._states}
-        swept = await self._on_store(self._store.sweep, owned, STALE_STORE_S)
+        swept = await self._on_store(self._store.sweep, owned, self._cleanup_delay_s)
         if swept:
             gone = [f"{topic}[{partition}]" for topic, partition in swept]
             log.info("local state of partitions gone for long dropped", extra={"partitions": gone})
@@ -362,4 +363,5 @@ def windowing_for(
         stats=stats,
         save_every_s=settings.commit_interval_s,
         waiting=waiting,
+        cleanup_delay_s=settings.state_cleanup_delay / 1000,
     )

@@ -95,7 +95,9 @@ def _windowing(
     tracker: OffsetTracker,
     topics: MemoryStateTopics,
     save_every_s: float,
+    *,
     waiting: Callable[[], int] | None = None,
+    cleanup_delay_s: float = 600.0,
 ) -> windowing.Windowing:
     """Windows of a minute, no QC and no dedup, on one partition."""
     return windowing.Windowing(
@@ -108,6 +110,7 @@ def _windowing(
         stats=Stats(),
         save_every_s=save_every_s,
         waiting=waiting,
+        cleanup_delay_s=cleanup_delay_s,
     )
 
 
@@ -181,7 +184,7 @@ async def test_with_nothing_behind_it_the_newest_batch_is_saved_without_the_paus
     """The end of a burst, or a quiet stream: no later batch would join the save, so its
     offsets are not held back for the least time between saves."""
     tracker = OffsetTracker(0)
-    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, lambda: 0)
+    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, waiting=lambda: 0)
     await state.restore(A)
     _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
     await state.persist(first)  # the first save: nothing to wait for
@@ -195,7 +198,7 @@ async def test_with_records_waiting_a_save_waits_out_the_pause_and_the_newest_cu
 ) -> None:
     tracker = OffsetTracker(0)
     queued = [1]
-    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, lambda: queued[0])
+    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, waiting=lambda: queued[0])
     await state.restore(A)
     _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
     await state.persist(first)
@@ -219,7 +222,7 @@ async def test_a_save_waiting_for_an_older_batch_goes_once_that_one_is_acknowled
     """Acknowledgements may come out of order: the newest batch's save waits for the older
     one, and the older one's acknowledgement, the last, ends the pause."""
     tracker = OffsetTracker(0)
-    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, lambda: 0)
+    state = _windowing(tmp_path, tracker, MemoryStateTopics(), 60.0, waiting=lambda: 0)
     await state.restore(A)
     _, first = await state.apply(*_batch(tracker, 0, "s1", 0))
     await state.persist(first)
@@ -234,23 +237,29 @@ async def test_a_save_waiting_for_an_older_batch_goes_once_that_one_is_acknowled
     state.close()
 
 
+@pytest.mark.parametrize(("delay_s", "dropped"), [(600.0, ["8"]), (3600.0, []), (60.0, ["7", "8"])])
 async def test_the_stores_of_partitions_gone_for_long_are_dropped_at_an_assignment(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, delay_s: float, dropped: list[str]
 ) -> None:
-    gone, recent = TopicPartition("in", 7), TopicPartition("in", 8)
+    """Partition 7 went 3 minutes ago, 8 half an hour ago: a store goes once it has been
+    gone for longer than the cleanup delay."""
     store = LocalStore(tmp_path / "state")
-    for tp in (gone, recent):
-        store.write(tp.topic, tp.partition, {b"s1\x01": b"row"}, (1).to_bytes(8, "big"))
-        store.release(tp.topic, tp.partition)
+    for partition in (7, 8):
+        store.write("in", partition, {b"s1\x01": b"row"}, (1).to_bytes(8, "big"))
+        store.release("in", partition)
     store.close()
-    then = time.time() - windowing.STALE_STORE_S - 60
-    for file in (tmp_path / "state" / "in" / "7").iterdir():
-        os.utime(file, (then, then))
-    state = _windowing(tmp_path, OffsetTracker(0), MemoryStateTopics(), 0.1)
+    for partition, gone_s in ((7, 180), (8, 1800)):
+        then = time.time() - gone_s
+        for file in (tmp_path / "state" / "in" / str(partition)).iterdir():
+            os.utime(file, (then, then))
+    state = _windowing(
+        tmp_path, OffsetTracker(0), MemoryStateTopics(), 0.1, cleanup_delay_s=delay_s
+    )
     await state.restore(A)
     caplog.set_level(logging.INFO, logger="processor")
     await state.sweep()
-    assert sorted(p.name for p in (tmp_path / "state" / "in").iterdir()) == ["0", "8"]
-    [line] = [r for r in caplog.records if "gone for long" in r.getMessage()]
-    assert line.partitions == ["in[7]"]  # type: ignore[attr-defined]
+    kept = sorted(p.name for p in (tmp_path / "state" / "in").iterdir())
+    assert kept == sorted({"0", "7", "8"} - set(dropped))
+    logged = [r.__dict__["partitions"] for r in caplog.records if "gone for long" in r.getMessage()]
+    assert logged == ([[f"in[{p}]" for p in dropped]] if dropped else [])
     state.close()

@@ -46,6 +46,7 @@ def test_windows_are_off_unless_a_length_is_set() -> None:
     assert settings.allowed_lateness == 600_000
     assert settings.aggregates_topic == "sensor.aggregates"
     assert settings.dedup is False
+    assert settings.state_cleanup_delay == 600_000  # Kafka Streams' state.cleanup.delay.ms
 
 
 def test_window_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,8 +54,10 @@ def test_window_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PROCESSOR_AGGREGATE_FIELDS", "pm25, pm10,")
     monkeypatch.setenv("PROCESSOR_ALLOWED_LATENESS", "15m")
     monkeypatch.setenv("PROCESSOR_DEDUP", "true")
+    monkeypatch.setenv("PROCESSOR_STATE_CLEANUP_DELAY", "1h")
     settings = load_settings()
     assert (settings.window, settings.allowed_lateness) == (3_600_000, 900_000)
+    assert settings.state_cleanup_delay == 3_600_000
     assert settings.aggregate_fields == ("pm25", "pm10")
     assert settings.dedup is True
 
@@ -71,6 +74,7 @@ def test_a_profile_presets_the_fields_and_a_setting_wins() -> None:
         ({"window": "5 minutes", "aggregate_fields": "pm25"}, "PROCESSOR_WINDOW"),
         ({"window": "0s", "aggregate_fields": "pm25"}, "PROCESSOR_WINDOW"),
         ({"allowed_lateness": "soon"}, "PROCESSOR_ALLOWED_LATENESS"),
+        ({"state_cleanup_delay": "-1s"}, "PROCESSOR_STATE_CLEANUP_DELAY"),
         ({"window": "5m"}, "PROCESSOR_AGGREGATE_FIELDS"),
     ],
 )
