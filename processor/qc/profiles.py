@@ -32,7 +32,8 @@ _PARTICLES: Tables = {
         "spike_fail": 100.0,
         # Chosen: the PMS5003 reports to 0.1 µg/m³ (PurpleAir's 2-minute averages); the
         # same value (±0.01) 10 and 30 readings in a row is a stuck sensor (QARTOD's flat
-        # line counts repeats: REP_CNT_SUSPECT < REP_CNT_FAIL).
+        # line counts repeats: REP_CNT_SUSPECT < REP_CNT_FAIL). Counts, not minutes: for a
+        # sensor read every second they are 10 and 30 s, too short (docs/qc.md).
         "flat_line_suspect": 10,
         "flat_line_fail": 30,
         "flat_line_tolerance": 0.01,
