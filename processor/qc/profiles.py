@@ -52,10 +52,18 @@ _PARTICLES: Tables = {
 }
 
 #: Smoke: the same sensor limits but no user limits (readings above 500 µg/m³ near a fire
-#: are real, and are what the wildfire profile is for), and wider jumps (chosen).
+#: are real, and are what the wildfire profile is for), wider jumps (chosen), and no flat
+#: line: at an event's 10-50 Hz even the longest window a history keeps (MAX_FLAT_LINE,
+#: 1,000 readings) is 20-100 s, in which whole-µg/m³ readings repeat with nothing stuck,
+#: and flagged they would be left out of the windows' means. A state saved with the flat
+#: line restores without it (its history shortened).
 _SMOKE: Tables = {
     field: {
-        **{key: value for key, value in table.items() if key != "gross_range_suspect"},
+        **{
+            key: value
+            for key, value in table.items()
+            if key != "gross_range_suspect" and not key.startswith("flat_line")
+        },
         "spike_suspect": 3 * table["spike_suspect"],
         "spike_fail": 3 * table["spike_fail"],
     }

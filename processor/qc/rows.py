@@ -12,6 +12,7 @@ little-endian; packed for all the batch's sensors by a structured array's ``toby
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -20,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from processor.errors import StateError
-from processor.qc.thresholds import QcSpec
+from processor.qc.thresholds import QcSpec, history_fingerprint
 from processor.state.aggregates import KEY_END
 
 Row = tuple[bytes, bytes]
@@ -128,6 +129,24 @@ def pack(spec: QcSpec, state: SensorRows) -> list[Row]:
     ]
 
 
+def _check_history(spec: QcSpec, saved: bytes) -> None:
+    """The saved settings' row (the history as last saved) against ``spec``'s: the same
+    fields, and at least as many values kept (a longer history is restored shortened)."""
+    try:
+        history = json.loads(saved)
+        same = history["fields"] == list(spec.fields) and history["depth"] >= spec.depth
+    except (ValueError, TypeError, KeyError):
+        same = False
+    if not same:
+        raise StateError(
+            f"the saved QC state keeps the history {saved.decode(errors='replace')}, not "
+            f"{spec.history()}: QC's fields or its longest flat line changed (thresholds may "
+            "change and the flat line may shorten; the fields may not change, nor the flat "
+            "line grow). Go back to them, or start the state over (delete the changelog "
+            "topic and PROCESSOR_STATE_DIR)"
+        )
+
+
 def _fixed_dtype(values: int) -> np.dtype[np.void]:
     """A row's header then its ``depth * fields`` values."""
     return np.dtype([*_HEADER.descr, ("values", "<f8", (values,))])
@@ -140,17 +159,13 @@ def _fingerprint(spec: QcSpec) -> int:
 
 
 def unpack(spec: QcSpec, rows: Iterable[Row]) -> SensorRows:
-    """The latest row of each key (rows in the order written), sensors sorted by key;
-    :class:`StateError` if a row is unreadable or was written under other settings."""
+    """The latest row of each key (rows in the order written), sensors sorted by key, each
+    keeping its latest ``spec.depth`` values (a row may keep more: saved under a longer flat
+    line); :class:`StateError` if a row is unreadable or was written under other settings."""
     last = dict(rows)
     saved = last.pop(SETTINGS_KEY, None)
-    if saved is not None and saved != settings_row(spec)[1]:
-        raise StateError(
-            f"the saved QC state keeps the history {saved.decode(errors='replace')}, not "
-            f"{spec.history()}: QC's fields or its longest flat line changed (thresholds may "
-            "change, these may not). Go back to them, or start the state over (delete the "
-            "changelog topic and PROCESSOR_STATE_DIR)"
-        )
+    if saved is not None:
+        _check_history(spec, saved)
     if any(not key.endswith(KEY_END + QC_KEY_END) for key in last):
         raise StateError("a saved QC state row's key is not a QC sensor key")
     keys = np.array([key[:-1] for key in last], dtype=np.bytes_)
@@ -161,23 +176,37 @@ def unpack(spec: QcSpec, rows: Iterable[Row]) -> SensorRows:
     n_fields, depth = len(spec.fields), spec.depth
     entry = _entry_dtype(n_fields)
     size = np.array([len(value) for value in values], dtype=np.int64)
-    fixed = _HEADER.itemsize + depth * n_fields * 8
-    if (size < fixed).any():
+    if (size < _HEADER.itemsize).any():
         raise StateError("a sensor's saved QC state is shorter than its header")
     header = np.frombuffer(b"".join(v[: _HEADER.itemsize] for v in values), dtype=_HEADER)
-    if (header["format"] != _FORMAT).any() or (header["settings"] != spec.fingerprint()).any():
+    entries = header["entries"].astype(np.int64)
+    # Each row's depth, from its size: a header, depth * fields values, then its entries.
+    kept, rest = np.divmod(size - _HEADER.itemsize - entries * entry.itemsize, n_fields * 8)
+    if (rest != 0).any() or (kept < 0).any():
+        raise StateError(f"a sensor's saved QC state does not hold {n_fields} fields")
+    prints = {d: history_fingerprint(spec.fields, d) for d in np.unique(kept).tolist()}
+    expected = np.array([prints[d] for d in kept.tolist()], dtype=np.uint64)
+    if (header["format"] != _FORMAT).any() or (header["settings"] != expected).any():
         raise StateError(
             "a sensor's saved QC state keeps another history (QC's fields or longest flat "
             "line) or was saved by another build: start the state over (delete the changelog "
             "topic and PROCESSOR_STATE_DIR)"
         )
-    entries = header["entries"].astype(np.int64)
-    if (fixed + entries * entry.itemsize != size).any():
-        raise StateError(f"a sensor's saved QC state does not hold {n_fields} fields")
+    if (kept < depth).any():
+        raise StateError(
+            f"a sensor's saved QC state keeps {int(kept.min())} values a field, the longest "
+            f"flat line needs {depth}: start the state over (delete the changelog topic and "
+            "PROCESSOR_STATE_DIR)"
+        )
+    end = _HEADER.itemsize + kept * n_fields * 8
+    start = end - depth * n_fields * 8  # the latest depth values: a history is oldest first
     history = np.frombuffer(
-        b"".join(v[_HEADER.itemsize : fixed] for v in values), dtype="<f8"
+        b"".join(v[lo:hi] for v, lo, hi in zip(values, start.tolist(), end.tolist(), strict=True)),
+        dtype="<f8",
     ).reshape(keys.size, depth, n_fields)
-    log = np.frombuffer(b"".join(v[fixed:] for v in values), dtype=entry)
+    log = np.frombuffer(
+        b"".join(v[hi:] for v, hi in zip(values, end.tolist(), strict=True)), dtype=entry
+    )
     return SensorRows(
         keys,
         header["applied"].astype(np.int64),

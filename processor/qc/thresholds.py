@@ -126,13 +126,24 @@ class QcSpec:
     def history(self) -> str:
         """What a saved history depends on, as one canonical JSON text: its fields and how
         many values it keeps of each. Thresholds may change over a saved history (the new
-        ones judge the readings after it); these may not."""
-        return json.dumps({"fields": list(self.fields), "depth": self.depth}, separators=(",", ":"))
+        ones judge the readings after it), and a history may be restored shorter (its latest
+        values); the fields may not change, nor the history grow."""
+        return history_text(self.fields, self.depth)
 
     def fingerprint(self) -> int:
         """64 bits of :meth:`history`'s hash: each sensor's row carries it."""
-        digest = hashlib.blake2b(self.history().encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little")
+        return history_fingerprint(self.fields, self.depth)
+
+
+def history_text(fields: tuple[str, ...], depth: int) -> str:
+    """:meth:`QcSpec.history` of a history of ``fields`` keeping ``depth`` values each."""
+    return json.dumps({"fields": list(fields), "depth": depth}, separators=(",", ":"))
+
+
+def history_fingerprint(fields: tuple[str, ...], depth: int) -> int:
+    """64 bits of :func:`history_text`'s hash."""
+    digest = hashlib.blake2b(history_text(fields, depth).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def parse_tables(raw: object) -> Tables:

@@ -161,3 +161,49 @@ def test_new_sensors_between_known_ones_keep_every_sensors_history() -> None:
                                 (4, "b", T0, (30.0,)), (5, "d", T0, (10.0,))]))  # fmt: skip
     assert got.flag[:, 0].tolist() == [Flag.PASS, Flag.PASS, Flag.SUSPECT, Flag.PASS]
     assert state.sensors == 4
+
+
+def _flat(count: int) -> QcSpec:
+    """A flat line of ``count`` readings (the state keeps that many values) and a spike."""
+    thresholds = FieldThresholds(
+        spike_suspect=50.0,
+        flat_line_suspect=count - 1,
+        flat_line_fail=count,
+        flat_line_tolerance=0.01,
+    )
+    return QcSpec(("pm25",), (thresholds,))
+
+
+def _readings(first: int, count: int) -> list[Record]:
+    """Two sensors, a value repeated in runs (so the flat line flags), in offset order."""
+    return [
+        (offset, f"s{offset % 2}", T0 + offset * 1_000_000, (float((offset // 20) % 3),))
+        for offset in range(first, first + count)
+    ]
+
+
+def test_a_history_saved_longer_is_restored_shortened_and_judges_as_if_always_short() -> None:
+    # A shorter flat line (or none: a profile that drops it) needs no reset: each sensor's
+    # latest values are the history a state of the shorter one would have kept all along.
+    long_spec, short_spec = _flat(8), _flat(4)
+    before, after = _readings(0, 40), _readings(40, 30)
+    kept_long = PartitionQc(long_spec)
+    kept_long.apply(*columns(before))
+    rows = kept_long.take_changes().pairs()
+    always_short = PartitionQc(short_spec)
+    always_short.apply(*columns(before))
+    restored = PartitionQc.from_rows(short_spec, rows)
+    expected = always_short.apply(*columns(after))
+    found = restored.apply(*columns(after))
+    assert found.flag.tolist() == expected.flag.tolist()
+    assert found.failed.tolist() == expected.failed.tolist()
+    assert {Flag.PASS, Flag.SUSPECT, Flag.FAIL} <= set(found.flag.ravel().tolist())
+    # Rows of both lengths in one changelog (a sensor not seen since keeps its long row):
+    # readable at the shorter length, refused at the longer one.
+    mixed = [*rows, *restored.take_changes().pairs()]
+    PartitionQc.from_rows(short_spec, mixed)
+    with pytest.raises(StateError, match="longest flat line changed"):
+        PartitionQc.from_rows(long_spec, mixed)
+    newer_only = [row for row in mixed if row[0] != SETTINGS_KEY]
+    with pytest.raises(StateError, match="keeps 4 values a field, the longest flat line needs 8"):
+        PartitionQc.from_rows(long_spec, newer_only)
