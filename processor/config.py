@@ -157,10 +157,7 @@ class Settings(BaseSettings):
         Path("state"), description="Directory of the local state (windows and QC history)"
     )
     state_cleanup_delay: DurationMs = Field(
-        600_000,
-        ge=0,
-        description="How long a partition's local state outlives the partition's going, in "
-        "case it comes back (Kafka Streams' state.cleanup.delay.ms)",
+        600_000, ge=0, description="How long a partition's local state outlives its going"
     )
 
     # Quality control (docs/qc.md)

@@ -55,8 +55,7 @@ STORE_EVERY_S = 1.0
 
 
 class Windowing:
-    """Each owned partition's state (windows, QC), kept in step with its changelog and local
-    store."""
+    """Each owned partition's state (windows, QC), in step with its changelog and local store."""
 
     def __init__(
         self,
@@ -73,13 +72,11 @@ class Windowing:
         cleanup_delay_s: float = 600.0,
     ) -> None:
         """``trackers``: each owned partition's live set-up (a batch fetched under another is
-        stale); ``committed``: what this member committed per partition (closed windows
-        before it are released); ``save_every_s``: the least time between two changelog
-        writes (the batches acknowledged meanwhile are saved together, each sensor's row
-        once), not waited out when no record ``waiting()`` in the buffer could join;
-        ``cleanup_delay_s``: how long a partition's local store outlives its going, in case
-        it comes back (a rolling restart, a rebalance that undoes itself; past that it goes
-        at the next assignment, and the changelog still has its rows)."""
+        stale); ``committed``: what this member committed per partition (closed windows before it
+        are released); ``save_every_s``: the least time between two changelog writes (the batches
+        acknowledged meanwhile are saved together, each sensor's row once), not waited out when
+        no record ``waiting()`` in the buffer could join; ``cleanup_delay_s``: how long a
+        partition's local store outlives its going."""
         self._spec = spec
         self._topics = topics
         self._store = store
@@ -95,8 +92,7 @@ class Windowing:
         self._cleanup_delay_s = cleanup_delay_s
         self._idle = asyncio.Event()  # every batch applied is acknowledged, none waits
         self._store_lock = asyncio.Lock()
-        #: Rows the changelog acknowledged that the local store has not taken yet, and the
-        #: changelog's end offset they reach, per partition.
+        #: Per partition: rows the changelog acknowledged and the store has not taken, their end.
         self._unstored: dict[TopicPartition, tuple[dict[bytes, bytes], int]] = {}
         self._stored_at = time.monotonic()
 
@@ -134,8 +130,7 @@ class Windowing:
     async def sweep(self) -> None:
         """Drop the local stores of partitions gone for longer than the cleanup delay."""
         owned = {(tp.topic, tp.partition) for tp in self._states}
-        swept = await self._on_store(self._store.sweep, owned, self._cleanup_delay_s)
-        if swept:
+        if swept := await self._on_store(self._store.sweep, owned, self._cleanup_delay_s):
             gone = [f"{topic}[{partition}]" for topic, partition in swept]
             log.info("local state of partitions gone for long dropped", extra={"partitions": gone})
 
