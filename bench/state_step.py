@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import tempfile
 import time
 from collections.abc import Awaitable, Sequence
@@ -131,6 +132,7 @@ async def run(records: int, sensors: int, batch: int, pace_s: float) -> dict[str
             committed={},
             stats=Stats(),
             save_every_s=0.1,  # PROCESSOR_COMMIT_INTERVAL_S's default
+            cleanup_delay_s=math.inf,  # one run's store, never swept
         )
         for tp in PARTITIONS:
             await state.restore(tp)

@@ -69,7 +69,7 @@ class Windowing:
         stats: Stats,
         save_every_s: float = 0.0,
         waiting: Callable[[], int] | None = None,
-        cleanup_delay_s: float = 600.0,
+        cleanup_delay_s: float,
     ) -> None:
         """``trackers``: each owned partition's live set-up (a batch fetched under another is
         stale); ``committed``: what this member committed per partition (closed windows before it

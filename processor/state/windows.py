@@ -391,9 +391,10 @@ def _deduplicate(
         repeat[1:] = wanted[order[1:]] == wanted[order[:-1]]
         again[rows[order[repeat]]] = True
         first = order[~repeat]  # in key order
-        picked = rows[first]
-        dedup[window] = known.insert(
-            at[first], DedupKeys(sensor[picked], event[picked], offsets[picked])
-        )
+        if first.size:  # else (a batch of replays) the keys stay as they are, not copied
+            picked = rows[first]
+            dedup[window] = known.insert(
+                at[first], DedupKeys(sensor[picked], event[picked], offsets[picked])
+            )
     duplicate: Mask = ~late & (((replay | found) & (recorded != offsets)) | again)
     return duplicate
